@@ -1,0 +1,111 @@
+"""Backend registry and the contract every ``impl_*/backend.py`` fulfils.
+
+No framework is imported here: ``get_backend("jax")`` imports ``impl_jax.backend``
+on first use, and says which pip extra to install when it cannot.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from parity.spec import Spec
+from parity.weights import Weights
+
+FRAMEWORKS = ("torch", "jax", "tf", "mxnet")
+DTYPES = ("float32", "float64")
+
+
+class BackendUnavailable(ImportError):
+    """A framework's backend cannot be imported; the message names the pip extra."""
+
+
+class InputError(ValueError):
+    """An input array that the model cannot take; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One top-level layer of a d2l layer summary.
+
+    ``layer`` is the native class name and ``shape`` the native output shape, as d2l
+    prints them; ``shape_text`` is the framework's own repr of that shape (e.g.
+    ``torch.Size([1, 32, 48, 48])``); ``params`` counts the layer's trainable
+    parameters natively; ``group`` is the canonical part of the network the layer
+    belongs to (``stem``, ``stages.0``, ``head``), which lines up frameworks whose
+    top levels split differently (Gluon's head is two layers).
+    """
+
+    layer: str
+    shape: tuple[int, ...]
+    shape_text: str
+    params: int
+    group: str
+
+    def d2l_line(self) -> str:
+        return f"{self.layer} output shape:\t {self.shape_text}"
+
+
+class Backend(Protocol):
+    name: str
+    layout: str  # "NCHW" or "NHWC"
+    extra: str  # the pip extra that installs the framework
+
+    def build(self, spec: Spec, seed: int = 0, dtype: str = "float32") -> Any:
+        """A native model, initialised from ``seed`` and ready to run, holding ``spec``."""
+
+    def forward(self, model: Any, x_nchw: np.ndarray, train: bool = False) -> np.ndarray:
+        """The model's output for an NCHW input of the model's dtype (logits, or an NCHW feature map)."""
+
+    def layer_summary(self, model: Any, input_shape: tuple[int, ...]) -> list[SummaryRow]:
+        """d2l's layer summary for an input of ``input_shape`` in the backend's native layout."""
+
+    def export_weights(self, model: Any) -> Weights:
+        """Canonical weights (names from the spec, PyTorch layouts, the model's dtype)."""
+
+    def load_weights(self, model: Any, weights: Weights) -> None:
+        """Load canonical weights; validates every name, shape and dtype first and changes nothing on error."""
+
+    def activations(self, model: Any, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
+        """Eval-mode outputs of every point in ``spec.activation_points()``, NCHW, in execution order."""
+
+
+def get_backend(name: str) -> Backend:
+    if name not in FRAMEWORKS:
+        raise KeyError(f"unknown framework {name!r}; known frameworks: {', '.join(FRAMEWORKS)}")
+    try:
+        return importlib.import_module(f"impl_{name}.backend")
+    except ImportError as error:
+        raise BackendUnavailable(
+            f"the {name} backend needs its framework: pip install -e '.[{name}]' ({error})"
+        ) from error
+
+
+def available_backends() -> list[str]:
+    """The frameworks whose backends import in this environment."""
+    found = []
+    for name in FRAMEWORKS:
+        try:
+            get_backend(name)
+        except BackendUnavailable:
+            continue
+        found.append(name)
+    return found
+
+
+def check_input(spec: Spec, x_nchw: Any, dtype: str) -> np.ndarray:
+    """Return ``x_nchw`` as an ndarray, or raise InputError before any framework sees it."""
+    if not isinstance(x_nchw, np.ndarray):
+        raise InputError(f"x_nchw: expected a numpy.ndarray, got {type(x_nchw).__name__}")
+    if x_nchw.ndim != 4:
+        raise InputError(f"x_nchw: expected rank 4 (N, C, H, W), got shape {x_nchw.shape}")
+    if x_nchw.shape[1] != spec.in_channels:
+        raise InputError(
+            f"x_nchw: expected {spec.in_channels} input channels (N, {spec.in_channels}, H, W), got shape {x_nchw.shape}"
+        )
+    if x_nchw.dtype != np.dtype(dtype):
+        raise InputError(f"x_nchw: the model is {dtype}, got an input of dtype {x_nchw.dtype}")
+    return x_nchw
