@@ -1,0 +1,40 @@
+"""Shared, session-scoped models: each framework builds a spec once per dtype, and every
+transfer test reuses it (loading weights overwrites every tensor)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from parity.harness import TransferRig
+
+
+@pytest.fixture(scope="session")
+def rig():
+    """rig(spec, dtype) -> TransferRig over all four frameworks, built once per (spec, dtype)."""
+    from parity.backends import FRAMEWORKS
+
+    cache: dict = {}
+
+    def get(spec, dtype):
+        if (spec, dtype) not in cache:
+            cache[spec, dtype] = TransferRig(spec, FRAMEWORKS, dtype)
+        return cache[spec, dtype]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def source(rig):
+    """source(spec, dtype, shape, fw, train=False) -> (fw's exported weights, fw's output, input), cached."""
+    cache: dict = {}
+
+    def get(spec, dtype, shape, fw, train=False):
+        key = (spec, dtype, shape, fw, train)
+        if key not in cache:
+            x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(dtype)
+            weights, y = rig(spec, dtype).source(fw, x, train)
+            cache[key] = (weights, y, x)
+        return cache[key]
+
+    return get

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from parity.hub import NameTable, check_native_shapes, from_native, to_native
+from parity.spec import ResNeXtBlock, get_spec
+from parity.weights import WeightsError, schema
+
+BLOCK = ResNeXtBlock(in_channels=8, num_channels=16, group_width=4, bot_mul=1, use_1x1conv=True, stride=2)
+# A table in the style of an NHWC framework, keyed "params/..." like Flax.
+TABLE = NameTable(
+    modules=((r"^", "params/"), (r"\.", "/")),
+    leaves={
+        "conv.weight": ("kernel", "OIHW->HWIO"),
+        "conv.bias": ("bias", "identity"),
+        "batchnorm.weight": ("scale", "identity"),
+        "batchnorm.bias": ("bias", "identity"),
+        "batchnorm.running_mean": ("mean", "identity"),
+        "batchnorm.running_var": ("var", "identity"),
+        "dense.weight": ("kernel", "(out,in)->(in,out)"),
+        "dense.bias": ("bias", "identity"),
+    },
+    separator="/",
+)
+
+
+def canonical(spec):
+    rng = np.random.default_rng(0)
+    return {n: rng.standard_normal(p.shape).astype(np.float32) for n, p in schema(spec).items()}
+
+
+def test_to_native_and_back_is_bit_exact_and_uses_the_tables_names_and_layouts():
+    w = canonical(BLOCK)
+    native = to_native(BLOCK, w, TABLE, dtype="float32")
+    assert native["params/conv2/kernel"].shape == (3, 3, 4, 16)
+    assert np.array_equal(native["params/conv2/kernel"][1, 2, 3, 5], w["conv2.weight"][5, 3, 1, 2])
+    back = from_native(BLOCK, native, TABLE)
+    assert list(back) == list(w)
+    assert all(back[n].tobytes() == w[n].tobytes() for n in w)
+
+
+def test_dense_weights_are_transposed_and_module_paths_rewritten():
+    spec = get_spec("regnetx32")
+    rows = {canonical_name: (native, shape, t) for canonical_name, native, shape, t in TABLE.rows(spec)}
+    assert rows["head.fc.weight"] == ("params/head/fc/kernel", (80, 10), "(out,in)->(in,out)")
+    assert rows["stages.1.blocks.0.conv2.weight"] == ("params/stages/1/blocks/0/conv2/kernel", (3, 3, 16, 80), "OIHW->HWIO")
+
+
+def test_to_native_validates_before_converting():
+    w = canonical(BLOCK)
+    w["conv2.weight"] = w["conv2.weight"][:, :2]
+    with pytest.raises(WeightsError, match=r"'conv2.weight': expected shape \(16, 4, 3, 3\), got \(16, 2, 3, 3\)"):
+        to_native(BLOCK, w, TABLE, dtype="float32")
+
+
+def test_from_native_names_missing_native_tensors():
+    native = to_native(BLOCK, canonical(BLOCK), TABLE, dtype="float32")
+    del native["params/bn4/var"]
+    with pytest.raises(WeightsError, match="params/bn4/var"):
+        from_native(BLOCK, native, TABLE)
+
+
+def test_check_native_shapes_reports_every_disagreement():
+    with pytest.raises(WeightsError) as info:
+        check_native_shapes({"a": (1, 2), "b": (3,)}, {"a": np.zeros((2, 1)), "c": np.zeros(1)})
+    assert "'a': model expects shape (1, 2), got (2, 1)" in str(info.value)
+    assert "model has no tensor 'c'" in str(info.value) and "model tensor 'b' not provided" in str(info.value)
+
+
+def test_a_table_naming_an_unknown_transform_is_rejected():
+    with pytest.raises(ValueError, match="unknown layout transforms"):
+        NameTable(modules=(), leaves={"conv.weight": ("kernel", "OIHW->IOHW")})
