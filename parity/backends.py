@@ -66,8 +66,9 @@ class Backend(Protocol):
     def export_weights(self, model: Any) -> Weights:
         """Canonical weights (names from the spec, PyTorch layouts, the model's dtype)."""
 
-    def load_weights(self, model: Any, weights: Weights) -> None:
-        """Load canonical weights; validates every name, shape and dtype first and changes nothing on error."""
+    def load_weights(self, model: Any, weights: Weights, allow_nonfinite: bool = False) -> None:
+        """Load canonical weights; validates every name, shape, dtype and value first (NaN/Inf only
+        with ``allow_nonfinite``) and changes nothing on error."""
 
     def activations(self, model: Any, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
         """Eval-mode outputs of every point in ``spec.activation_points()``, NCHW, in execution order."""

@@ -69,9 +69,7 @@ def cmd_summary(args: argparse.Namespace, console: Console) -> int:
         summaries = summarize(spec, frameworks, shape)
     for fw, rows in summaries.items():
         console.print(f"[bold]{fw}[/] layer_summary({native_input_shape(fw, shape)})", highlight=False)
-        for line in d2l_lines(rows):
-            console.print(line, highlight=False, markup=False)
-        console.print()
+        print("\n".join(d2l_lines(rows)), end="\n\n", flush=True)  # verbatim: rich would expand the tab
     console.print(summary_table(summaries, f"{spec.name}: layer summaries side by side, input (NCHW) {shape}"))
     return 0
 
@@ -129,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args, Console(highlight=False))
+        # rich assumes 80 columns when stdout is not a terminal; the side-by-side tables need more
+        return args.run(args, Console(highlight=False, width=None if sys.stdout.isatty() else 132))
     except UsageError as error:
         print(f"parity: error: {error}", file=sys.stderr)
         return EXIT_USAGE

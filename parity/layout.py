@@ -3,7 +3,8 @@
 Canonical layouts are PyTorch's: conv kernels OIHW (grouped: O, I/groups, kH, kW),
 dense weights (out, in), activations NCHW. TensorFlow/Keras and Flax use HWIO
 kernels (grouped: kH, kW, I/groups, O), (in, out) dense kernels and NHWC.
-Every transform returns a new C-contiguous array and never changes values.
+Every transform returns a new C-contiguous array (a copy, never a view of its
+argument) and never changes values.
 """
 
 from __future__ import annotations
@@ -14,24 +15,24 @@ import numpy as np
 
 
 def oihw_to_hwio(w: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)))
+    return np.array(np.transpose(w, (2, 3, 1, 0)), order="C")
 
 
 def hwio_to_oihw(w: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.transpose(w, (3, 2, 0, 1)))
+    return np.array(np.transpose(w, (3, 2, 0, 1)), order="C")
 
 
 def transpose_2d(w: np.ndarray) -> np.ndarray:
     """(out, in) <-> (in, out)."""
-    return np.ascontiguousarray(w.T)
+    return np.array(w.T, order="C")
 
 
 def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
+    return np.array(np.transpose(x, (0, 2, 3, 1)), order="C")
 
 
 def nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))
+    return np.array(np.transpose(x, (0, 3, 1, 2)), order="C")
 
 
 def nhwc_shape_to_nchw(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -54,7 +55,7 @@ def flatten_permutation(channels: int, height: int, width: int) -> np.ndarray:
 
 
 def identity(w: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(w)
+    return np.array(w, order="C")
 
 
 # Named transform pairs (canonical -> native, native -> canonical), for the backends' tables.

@@ -18,10 +18,11 @@ def d2l_lines(rows: list[SummaryRow]) -> list[str]:
 
 
 def groups_in_order(summaries: Mapping[str, list[SummaryRow]]) -> list[str]:
-    seen: list[str] = []
-    for rows in summaries.values():
-        seen += [r.group for r in rows if r.group not in seen]
-    return seen
+    return list(dict.fromkeys(r.group for rows in summaries.values() for r in rows))
+
+
+def compact(shape: tuple[int, ...]) -> str:
+    return "(" + ",".join(map(str, shape)) + ")"
 
 
 def group_view(framework: str, rows: list[SummaryRow]) -> dict[str, tuple[tuple[int, ...], int]]:
@@ -39,15 +40,15 @@ def summary_table(summaries: Mapping[str, list[SummaryRow]], title: str) -> Tabl
     table = Table(title=title, box=box.SIMPLE_HEAVY, show_lines=False)
     table.add_column("group", style="bold")
     for fw in summaries:
-        table.add_column(f"{fw} (native)")
+        table.add_column(f"{fw}, native")
     table.add_column("NCHW shape")
     table.add_column("params", justify="right")
     views = {fw: group_view(fw, rows) for fw, rows in summaries.items()}
     for group in groups_in_order(summaries):
-        cells = ["\n".join(f"{r.layer} {r.shape}" for r in rows if r.group == group) or "-" for rows in summaries.values()]
+        cells = ["\n".join(f"{r.layer}\n{compact(r.shape)}" for r in rows if r.group == group) or "-" for rows in summaries.values()]
         shapes = {views[fw].get(group, ((), -1))[0] for fw in summaries}
         params = {views[fw].get(group, ((), -1))[1] for fw in summaries}
-        shape_cell = Text(str(next(iter(shapes))) if len(shapes) == 1 else " / ".join(map(str, shapes)), style="" if len(shapes) == 1 else "bold red")
+        shape_cell = Text(" / ".join(map(compact, shapes)), style="" if len(shapes) == 1 else "bold red")
         param_cell = Text(f"{next(iter(params)):,}" if len(params) == 1 else " / ".join(f"{p:,}" for p in params), style="" if len(params) == 1 else "bold red")
         table.add_row(group, *cells, shape_cell, param_cell)
     return table

@@ -57,3 +57,12 @@ def test_summary_prints_d2l_lines_and_the_side_by_side_table(capsys):
     assert "Sequential output shape:\t torch.Size([1, 32, 48, 48])" in out
     assert "GlobalAvgPool2D output shape:\t (1, 80, 1, 1)" in out
     assert "stages.1" in out and "179,290" not in out and "149,200" in out
+
+
+def test_compare_exits_1_and_says_fail_when_a_transfer_is_out_of_tolerance(capsys, monkeypatch):
+    from parity import harness
+
+    # float32 transfers between frameworks are not bit-identical, so a zero bound must fail them
+    monkeypatch.setitem(harness.TOLERANCE, "float32", ("rel", 0.0))
+    code, out, _ = run(capsys, "compare", "regnetx32", "--frameworks", "torch,mxnet", "--input-size", "33,21")
+    assert code == 1 and "FAIL" in out and "0/2 transfers within tolerance" in out

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from parity import layout
 
@@ -29,3 +30,18 @@ def test_flatten_permutation_maps_nchw_flatten_order_to_nhwc():
     # a dense layer gives the same outputs when its input axis is permuted the same way
     w = np.random.default_rng(2).standard_normal((6, 60))
     assert np.allclose(x.reshape(2, -1) @ w.T, layout.nchw_to_nhwc(x).reshape(2, -1) @ w[:, p].T, rtol=1e-13, atol=0)
+
+
+
+# Shapes where the transposed view is itself contiguous, so a view would slip through.
+@pytest.mark.parametrize(
+    "transform, arg",
+    [
+        (layout.identity, np.ones(4)),
+        (layout.transpose_2d, np.ones((1, 4))),
+        (layout.oihw_to_hwio, np.ones((1, 1, 1, 4))),
+        (layout.hwio_to_oihw, np.ones((1, 1, 1, 4))),
+    ],
+)
+def test_every_transform_returns_a_copy_never_a_view(transform, arg):
+    assert not np.shares_memory(transform(arg), arg)

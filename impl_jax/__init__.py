@@ -1,0 +1,9 @@
+"""JAX/Flax (linen) implementation of the parity suite's models; ``impl_jax.backend`` is its adapter.
+
+Importing ``impl_jax.models`` (which this package and the backend do) turns on
+JAX's 64-bit mode for the whole process; see that module's docstring.
+"""
+
+from impl_jax.models import AnyNet, RegNetX32, ResNeXtBlock
+
+__all__ = ["AnyNet", "RegNetX32", "ResNeXtBlock"]

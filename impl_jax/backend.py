@@ -1,0 +1,180 @@
+"""The JAX/Flax backend: the adapter between ``impl_jax.models`` and the parity harness.
+
+A linen module holds no state, so the native model is a ``FlaxModel``: the spec,
+the dtype and the variables (``params`` and ``batch_stats``). Its native tensor
+names are ``module path/collection/leaf``, e.g. ``net/stem/bn/batch_stats/mean``.
+
+Nothing here changes a model except ``load_weights``: eval-mode applies are
+immutable (``mutable=False``), and a train-mode apply makes ``batch_stats`` mutable
+only so that BatchNorm may use batch statistics, and discards the updated
+statistics it returns. Jitted functions are cached per (spec, dtype, mode), so new
+weights at the same input shape never retrace.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from impl_jax.models import AnyNet, ResNeXtBlock
+from parity import spec as specs
+from parity.backends import DTYPES, SummaryRow, check_input
+from parity.hub import NameTable, check_native_shapes, from_native, to_native
+from parity.layout import nchw_to_nhwc, nhwc_shape_to_nchw, nhwc_to_nchw
+from parity.weights import Weights
+
+name = "jax"
+layout = "NHWC"
+extra = "jax"
+
+TABLE = NameTable(
+    modules=(
+        (r"\.(\d+)", r"_\1"),
+        (r"\.", "/"),
+        (r"^(stem|stages_\d+|head)\b", r"net/\1"),
+    ),
+    leaves={
+        "conv.weight": ("params/kernel", "OIHW->HWIO"),
+        "conv.bias": ("params/bias", "identity"),
+        "batchnorm.weight": ("params/scale", "identity"),
+        "batchnorm.bias": ("params/bias", "identity"),
+        "batchnorm.running_mean": ("batch_stats/mean", "identity"),
+        "batchnorm.running_var": ("batch_stats/var", "identity"),
+        "dense.weight": ("params/kernel", "(out,in)->(in,out)"),
+        "dense.bias": ("params/bias", "identity"),
+    },
+    separator="/",
+)
+
+_INIT_SIZE = 8
+_BLOCK_OUTPUT = "output"
+
+
+@dataclass
+class FlaxModel:
+    """A built model: what ``spec`` computes in ``dtype`` with ``variables`` (``params``, ``batch_stats``)."""
+
+    spec: specs.Spec
+    dtype: str
+    variables: dict[str, Any]
+
+
+def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32") -> FlaxModel:
+    """The model for ``spec`` in ``dtype``, initialised from ``jax.random.PRNGKey(seed)``."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    x = jnp.zeros((1, _INIT_SIZE, _INIT_SIZE, spec.in_channels), dtype)
+    return FlaxModel(spec, dtype, _init(spec, dtype)(jax.random.PRNGKey(seed), x))
+
+
+def forward(model: FlaxModel, x_nchw: np.ndarray, train: bool = False) -> np.ndarray:
+    """Logits (AnyNet) or the NCHW feature map (ResNeXtBlock); ``train`` uses batch statistics."""
+    x = check_input(model.spec, x_nchw, model.dtype)
+    return _to_nchw(_forward(model.spec, model.dtype, train)(model.variables, nchw_to_nhwc(x)))
+
+
+def layer_summary(model: FlaxModel, input_shape: tuple[int, ...]) -> list[SummaryRow]:
+    """d2l's ``layer_summary``: a zero NHWC input through each layer of ``net`` in turn, in eval mode."""
+    zeros = np.zeros(nhwc_shape_to_nchw(tuple(input_shape)), model.dtype)
+    x = jnp.asarray(nchw_to_nhwc(check_input(model.spec, zeros, model.dtype)))
+    bound = _module(model.spec, model.dtype, training=False).bind(model.variables)
+    if isinstance(model.spec, specs.AnyNet):
+        groups = ["stem", *(f"stages.{i}" for i in range(len(model.spec.stages))), "head"]
+        layers = list(zip(groups, bound.net.layers, strict=True))
+    else:
+        layers = [("block", bound)]
+    rows = []
+    for group, layer in layers:
+        x = layer(x)
+        params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(layer.variables.get("params", {})))
+        rows.append(SummaryRow(type(layer).__name__, tuple(x.shape), str(x.shape), params, group))
+    return rows
+
+
+def export_weights(model: FlaxModel) -> Weights:
+    """Canonical weights: fresh numpy copies (the layout transforms copy) of every parameter and running statistic."""
+    return from_native(model.spec, {key: np.asarray(value) for key, value in _tensors(model.variables).items()}, TABLE)
+
+
+def load_weights(model: FlaxModel, weights: Mapping[str, np.ndarray], allow_nonfinite: bool = False) -> None:
+    """Validate everything first (WeightsError listing every problem), then replace all variables at once."""
+    native = to_native(model.spec, weights, TABLE, dtype=model.dtype, allow_nonfinite=allow_nonfinite)
+    check_native_shapes({key: value.shape for key, value in _tensors(model.variables).items()}, native)
+    model.variables = _variables({key: jnp.asarray(value) for key, value in native.items()})
+
+
+def activations(model: FlaxModel, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
+    """Eval-mode outputs of every ``spec.activation_points()`` module, from Flax's captured intermediates."""
+    x = check_input(model.spec, x_nchw, model.dtype)
+    outputs = _activations(model.spec, model.dtype)(model.variables, nchw_to_nhwc(x))
+    return {key: _to_nchw(outputs[key]) for key in model.spec.activation_points()}
+
+
+def _tensors(variables: Mapping[str, Any]) -> dict[str, jax.Array]:
+    """Every variable by native name, ``module path/collection/leaf``."""
+    flat = flatten_dict(variables)
+    return {"/".join((*path, collection, leaf)): value for (collection, *path, leaf), value in flat.items()}
+
+
+def _variables(tensors: Mapping[str, jax.Array]) -> dict[str, Any]:
+    """The inverse of ``_tensors``: Flax's ``{collection: {module: ... {leaf: array}}}``."""
+    flat = {}
+    for key, value in tensors.items():
+        *path, collection, leaf = key.split("/")
+        flat[(collection, *path, leaf)] = value
+    return unflatten_dict(flat)
+
+
+def _to_nchw(y: jax.Array) -> np.ndarray:
+    y = np.array(y)
+    return nhwc_to_nchw(y) if y.ndim == 4 else y
+
+
+@functools.lru_cache(maxsize=None)
+def _module(spec: specs.Spec, dtype: str, training: bool) -> nn.Module:
+    if isinstance(spec, specs.AnyNet):
+        return AnyNet(spec, training=training, dtype=jnp.dtype(dtype))
+    return ResNeXtBlock.from_spec(spec, training=training, dtype=jnp.dtype(dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _init(spec: specs.Spec, dtype: str) -> Callable[..., Any]:
+    return jax.jit(_module(spec, dtype, training=False).init)
+
+
+@functools.lru_cache(maxsize=None)
+def _forward(spec: specs.Spec, dtype: str, train: bool) -> Callable[[Any, np.ndarray], jax.Array]:
+    module = _module(spec, dtype, train)
+
+    def apply(variables: Any, x: jax.Array) -> jax.Array:
+        if not train:
+            return module.apply(variables, x, mutable=False)
+        y, _updated_batch_stats = module.apply(variables, x, mutable=["batch_stats"])
+        return y
+
+    return jax.jit(apply)
+
+
+@functools.lru_cache(maxsize=None)
+def _activations(spec: specs.Spec, dtype: str) -> Callable[[Any, np.ndarray], dict[str, jax.Array]]:
+    module = _module(spec, dtype, training=False)
+    native = {key: _native_module(key) for key in spec.activation_points()}
+
+    def capture(variables: Any, x: jax.Array) -> dict[str, jax.Array]:
+        _, state = module.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
+        outputs = flatten_dict(state["intermediates"], sep="/")
+        return {key: outputs[f"{path}/__call__" if path else "__call__"][0] for key, path in native.items()}
+
+    return jax.jit(capture)
+
+
+def _native_module(point: str) -> str:
+    """The native module path of an activation point (``output`` is the standalone block itself)."""
+    return "" if point == _BLOCK_OUTPUT else TABLE.native_module(point)

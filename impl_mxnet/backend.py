@@ -1,0 +1,139 @@
+"""The MXNet Gluon backend of the parity suite.
+
+Gluon is NCHW with PyTorch's kernel layouts, so every tensor maps to the canonical
+form unchanged; only the names differ. Native names are the ``collect_params()``
+keys, which the explicit prefixes in ``impl_mxnet.models`` make predictable:
+``stages.1.blocks.0.conv2.weight`` is ``stage1_block0_conv2_weight``.
+"""
+
+from __future__ import annotations
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, nd
+
+from impl_mxnet.models import AnyNet, ResNeXtBlock
+from parity import hub, spec as specs
+from parity.backends import DTYPES, SummaryRow, check_input
+from parity.weights import Weights
+
+name = "mxnet"
+layout = "NCHW"
+extra = "mxnet"
+
+TABLE = hub.NameTable(
+    modules=((r"^stages\.(\d+)\.blocks\.(\d+)", r"stage\1_block\2"), (r"\.", "_")),
+    leaves={
+        "conv.weight": ("weight", "identity"),
+        "conv.bias": ("bias", "identity"),
+        "batchnorm.weight": ("gamma", "identity"),
+        "batchnorm.bias": ("beta", "identity"),
+        "batchnorm.running_mean": ("running_mean", "identity"),
+        "batchnorm.running_var": ("running_var", "identity"),
+        "dense.weight": ("weight", "identity"),
+        "dense.bias": ("bias", "identity"),
+    },
+    separator="_",
+)
+
+Model = AnyNet | ResNeXtBlock
+
+
+def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32") -> Model:
+    """A Gluon model for ``spec``, Xavier-initialised from ``seed`` (biases 0, BatchNorm 1/0/0/1), in ``dtype``."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if isinstance(spec, specs.AnyNet):
+        model = AnyNet(spec, prefix="")
+    elif isinstance(spec, specs.ResNeXtBlock):
+        model = ResNeXtBlock.from_spec(spec, prefix="")
+    else:
+        raise TypeError(f"spec: expected parity.spec.AnyNet or ResNeXtBlock, got {type(spec).__name__}")
+    mx.random.seed(seed)
+    model.initialize(mx.init.Xavier())
+    model.cast(dtype)
+    model.dtype = dtype
+    return model
+
+
+def _input(model: Model, x_nchw: np.ndarray) -> nd.NDArray:
+    return nd.array(check_input(model.spec, x_nchw, model.dtype), dtype=model.dtype)
+
+
+def forward(model: Model, x_nchw: np.ndarray, train: bool = False) -> np.ndarray:
+    """Logits, or the block's NCHW output; ``train`` normalises with batch statistics.
+
+    Gluon writes BatchNorm running statistics only in the backward pass of a graph
+    recorded under ``autograd.record()``; ``autograd.pause`` records nothing, even
+    inside a caller's ``record()``, so no mode changes the model.
+    """
+    x = _input(model, x_nchw)
+    with autograd.pause(train_mode=train):
+        return model(x).asnumpy()
+
+
+def _summary_groups(spec: specs.AnyNet) -> list[str]:
+    """The canonical group of each layer of ``AnyNet.net``: Gluon's head is two layers."""
+    return ["stem"] + [f"stages.{i}" for i in range(len(spec.stages))] + ["head", "head"]
+
+
+def _summary_row(layer: mx.gluon.Block, output: nd.NDArray, group: str) -> SummaryRow:
+    trainable = sum(p.data().size for p in layer.collect_params().values() if p.grad_req != "null")
+    return SummaryRow(type(layer).__name__, output.shape, str(output.shape), trainable, group)
+
+
+def layer_summary(model: Model, input_shape: tuple[int, ...]) -> list[SummaryRow]:
+    """d2l's layer summary: a zero input through each layer of ``model.net`` in turn, in eval mode."""
+    X = _input(model, np.zeros(input_shape, dtype=model.dtype))
+    with autograd.pause(train_mode=False):
+        if isinstance(model, ResNeXtBlock):
+            return [_summary_row(model, model(X), "block")]
+        rows = []
+        for layer, group in zip(model.net, _summary_groups(model.spec), strict=True):
+            X = layer(X)
+            rows.append(_summary_row(layer, X, group))
+    return rows
+
+
+def export_weights(model: Model) -> Weights:
+    native = {key: param.data().asnumpy() for key, param in model.collect_params().items()}
+    return hub.from_native(model.spec, native, TABLE)
+
+
+def load_weights(model: Model, weights: Weights, allow_nonfinite: bool = False) -> None:
+    """Validate every tensor against the spec and the model, then assign them all."""
+    native = hub.to_native(model.spec, weights, TABLE, dtype=model.dtype, allow_nonfinite=allow_nonfinite)
+    params = model.collect_params()
+    hub.check_native_shapes({key: param.shape for key, param in params.items()}, native)
+    for key, value in native.items():
+        params[key].set_data(nd.array(value, dtype=model.dtype))
+
+
+def _activation_blocks(model: Model) -> dict[str, mx.gluon.Block]:
+    """The block whose output each activation point is, found by its native name."""
+    by_name = {}
+    model.apply(lambda block: by_name.setdefault(block.name, block))
+    return {
+        point: model if point == "output" else by_name[TABLE.native_module(point)]
+        for point in model.spec.activation_points()
+    }
+
+
+def activations(model: Model, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
+    """Eval-mode outputs of ``spec.activation_points()``, recorded by forward hooks that are removed afterwards."""
+    x = _input(model, x_nchw)
+    outputs = {}
+
+    def record(point):
+        return lambda block, inputs, output: outputs.__setitem__(point, output.asnumpy())
+
+    handles = [block.register_forward_hook(record(point)) for point, block in _activation_blocks(model).items()]
+    try:
+        with autograd.pause(train_mode=False):
+            model(x)
+    finally:
+        for handle in handles:
+            handle.detach()
+    if "head.pool" in outputs:
+        outputs["head.pool"] = outputs["head.pool"].reshape(x.shape[0], -1)
+    return {point: outputs[point] for point in model.spec.activation_points()}

@@ -1,0 +1,28 @@
+"""d2l's AnyNet/RegNetX and ResNeXt block in Keras 3, on the TensorFlow backend.
+
+Importing this package pins ``KERAS_BACKEND=tensorflow`` before Keras is
+imported, whatever the user's environment says: the models and the backend use
+TensorFlow directly (``tf.function``). If Keras was already imported with
+another backend, importing this package raises ImportError instead of running
+on the wrong one. TensorFlow's C++ log level defaults to warnings and errors
+only, unless ``TF_CPP_MIN_LOG_LEVEL`` is already set.
+"""
+
+import os
+import sys
+
+
+def _require_tensorflow_keras() -> None:
+    if "keras" not in sys.modules:
+        return
+    active = sys.modules["keras"].config.backend()
+    if active != "tensorflow":
+        raise ImportError(
+            f"impl_tf needs Keras on the TensorFlow backend, but keras was already imported with the "
+            f"{active!r} backend; import impl_tf before keras, or set KERAS_BACKEND=tensorflow"
+        )
+
+
+_require_tensorflow_keras()
+os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,5 @@
+"""PyTorch implementation of the parity suite's models; ``impl_torch.backend`` is its adapter."""
+
+from impl_torch.models import AnyNet, RegNetX32, ResNeXtBlock
+
+__all__ = ["AnyNet", "RegNetX32", "ResNeXtBlock"]

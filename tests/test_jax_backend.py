@@ -1,0 +1,302 @@
+"""Unit tests of the JAX/Flax backend: weights I/O, errors, determinism, dtypes, modes, summaries.
+
+Besides the contract, the eval-mode output of a small AnyNet and of a ResNeXt block
+is checked against ``parity.reference`` (numpy, from the spec and canonical weights
+only), so the Flax model is proven to compute the spec's function.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import parity
+from parity import reference
+from parity.spec import AnyNet, ResNeXtBlock, Stage
+from parity.weights import cast, randomize_batchnorm, schema
+
+pytest.importorskip("flax")
+from impl_jax import backend, models  # noqa: E402
+
+REGNETX32 = parity.get_spec("regnetx32")
+# Small enough to compile in about a second; two stages, a bottleneck and 2 and 3 groups.
+SMALL = AnyNet(
+    name="small_anynet",
+    stem_width=8,
+    stages=(Stage(depth=1, width=16, group_width=8, bot_mul=1), Stage(depth=2, width=24, group_width=4, bot_mul=0.5)),
+    num_classes=5,
+    in_channels=3,
+)
+BLOCK = ResNeXtBlock(in_channels=16, num_channels=24, group_width=4, bot_mul=0.5, use_1x1conv=True, stride=2)
+D2L_SUMMARY = [
+    "Sequential output shape:\t (1, 48, 48, 32)",
+    "Sequential output shape:\t (1, 24, 24, 32)",
+    "Sequential output shape:\t (1, 12, 12, 80)",
+    "Sequential output shape:\t (1, 10)",
+]
+
+
+def randn(shape, dtype="float32", seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def build_randomized(spec, dtype="float32", seed=0):
+    """A model whose BatchNorm parameters and statistics are far from their fresh 1/0 values."""
+    model = backend.build(spec, seed=seed, dtype=dtype)
+    backend.load_weights(model, randomize_batchnorm(backend.export_weights(model), seed=seed + 100))
+    return model
+
+
+def assert_same_bits(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert list(a) == list(b)
+    for key in a:
+        assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key
+
+
+def max_relative_diff(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(actual - expected).max() / max(1.0, np.abs(expected).max()))
+
+
+# --- weights through the table ---
+
+
+def test_table_maps_every_canonical_name_to_a_model_tensor():
+    model = backend.build(REGNETX32)
+    native = dict(backend._tensors(model.variables))
+    rows = backend.TABLE.rows(REGNETX32)
+    assert {native_name for _, native_name, _, _ in rows} == set(native)
+    for canonical, native_name, shape, _ in rows:
+        assert tuple(native[native_name].shape) == shape, canonical
+    native_names = {canonical: native_name for canonical, native_name, _, _ in rows}
+    assert native_names["stages.1.blocks.0.bn4.running_var"] == "net/stages_1/blocks_0/bn4/batch_stats/var"
+
+
+@pytest.mark.parametrize("spec", [REGNETX32, BLOCK], ids=["anynet", "block"])
+def test_export_load_export_is_bit_exact(spec):
+    model = backend.build(spec, seed=3)
+    weights = randomize_batchnorm(backend.export_weights(model), seed=4)
+    assert list(weights) == list(schema(spec))
+    backend.load_weights(model, weights)
+    assert_same_bits(backend.export_weights(model), weights)
+
+
+def test_export_and_load_copy_arrays():
+    model = backend.build(SMALL)
+    weights = backend.export_weights(model)
+    before = {key: value.copy() for key, value in weights.items()}
+    weights["stem.conv.weight"][...] = 7.0
+    assert_same_bits(backend.export_weights(model), before)
+    backend.load_weights(model, weights)
+    weights["stem.conv.weight"][...] = 0.0
+    assert np.all(backend.export_weights(model)["stem.conv.weight"] == 7.0)
+
+
+def _missing(w):
+    del w["head.fc.bias"]
+
+
+def _unexpected(w):
+    w["head.fc.scale"] = np.ones(5, np.float32)
+
+
+def _wrong_shape(w):
+    w["stages.0.blocks.0.conv2.weight"] = np.zeros((16, 16, 3, 3), np.float32)
+
+
+def _wrong_dtype(w):
+    w["stem.bn.running_var"] = w["stem.bn.running_var"].astype(np.float64)
+
+
+def _nan(w):
+    w["stages.1.blocks.1.conv3.weight"][0, 0, 0, 0] = np.nan
+
+
+@pytest.mark.parametrize(
+    "corrupt, key",
+    [
+        (_missing, "head.fc.bias"),
+        (_unexpected, "head.fc.scale"),
+        (_wrong_shape, "stages.0.blocks.0.conv2.weight"),
+        (_wrong_dtype, "stem.bn.running_var"),
+        (_nan, "stages.1.blocks.1.conv3.weight"),
+    ],
+    ids=["missing", "unexpected", "shape", "dtype", "nan"],
+)
+def test_bad_weights_raise_naming_the_key_and_change_nothing(corrupt, key):
+    model = backend.build(SMALL)
+    before = backend.export_weights(model)
+    # Every other tensor differs from the model's, so a partial load would show.
+    weights = randomize_batchnorm({k: v + 1 for k, v in before.items()}, seed=1)
+    corrupt(weights)
+    with pytest.raises(parity.WeightsError, match=key.replace(".", r"\.")):
+        backend.load_weights(model, weights)
+    assert_same_bits(backend.export_weights(model), before)
+
+
+def test_nonfinite_weights_load_when_allowed():
+    model = backend.build(SMALL)
+    weights = backend.export_weights(model)
+    _nan(weights)
+    backend.load_weights(model, weights, allow_nonfinite=True)
+    assert np.isnan(backend.export_weights(model)["stages.1.blocks.1.conv3.weight"][0, 0, 0, 0])
+
+
+# --- build ---
+
+
+def test_build_is_deterministic_per_seed_and_differs_across_seeds():
+    first, again, other = (backend.export_weights(backend.build(SMALL, seed=s)) for s in (0, 0, 1))
+    assert_same_bits(first, again)
+    kernels = [key for key, p in schema(SMALL).items() if p.role in ("conv.weight", "dense.weight")]
+    assert all(not np.array_equal(first[key], other[key]) for key in kernels)
+
+
+def test_block_arguments_are_keyword_only():
+    with pytest.raises(TypeError):
+        models.ResNeXtBlock(32, 16, 1)
+    block = models.ResNeXtBlock(num_channels=32, group_width=16, bot_mul=1)
+    assert block.group_width == 16
+
+
+def test_d2l_model_class_has_the_backends_variables():
+    import jax
+
+    x = np.zeros((1, 8, 8, 1), np.float32)
+    shapes = jax.eval_shape(models.RegNetX32().init, jax.random.PRNGKey(0), x)
+    model = backend.build(REGNETX32)
+    assert jax.tree_util.tree_map(lambda v: v.shape, shapes) == jax.tree_util.tree_map(np.shape, model.variables)
+
+
+def test_build_rejects_other_dtypes():
+    with pytest.raises(ValueError, match="dtype"):
+        backend.build(SMALL, dtype="float16")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_tensor_and_output_has_the_model_dtype(dtype):
+    model = backend.build(SMALL, dtype=dtype)
+    assert {value.dtype for value in backend.export_weights(model).values()} == {np.dtype(dtype)}
+    x = randn((2, 3, 17, 11), dtype)
+    assert backend.forward(model, x).dtype == dtype
+    assert backend.forward(model, x, train=True).dtype == dtype
+    assert {value.dtype for value in backend.activations(model, x).values()} == {np.dtype(dtype)}
+
+
+def test_float64_model_computes_in_float64():
+    weights = backend.export_weights(build_randomized(SMALL, "float64"))
+    model64 = backend.build(SMALL, dtype="float64")
+    model32 = backend.build(SMALL, dtype="float32")
+    backend.load_weights(model64, weights)
+    backend.load_weights(model32, cast(weights, np.float32))
+    x = randn((2, 3, 19, 23), "float64")
+    y64 = backend.forward(model64, x)
+    y32 = backend.forward(model32, x.astype(np.float32))
+    # A float64 result computed through float32 anywhere would be float32-representable.
+    assert not np.array_equal(y64, y64.astype(np.float32).astype(np.float64))
+    # float32 rounding (eps 1.2e-7) over ~10 layers of sums of <= 216 terms stays near
+    # 1e-6 of the logits' scale; 1e-4 is 100x that and far below a structural error (O(1)).
+    assert max_relative_diff(y32.astype(np.float64), y64) < 1e-4
+
+
+# --- forward ---
+
+
+def test_forward_matches_numpy_reference():
+    model = build_randomized(SMALL, "float64")
+    x = randn((2, 3, 21, 14), "float64")
+    # float64 rounding: ~1e-16 per operation, sums of <= 216 terms, ~10 layers; 1e-10
+    # leaves orders of margin and still catches any wrong padding, layout or BN (O(0.1)).
+    expected = reference.forward(SMALL, backend.export_weights(model), x)
+    assert max_relative_diff(backend.forward(model, x), expected) < 1e-10
+
+
+def test_block_forward_is_nchw_and_matches_numpy_reference():
+    model = build_randomized(BLOCK, "float64")
+    x = randn((2, 16, 13, 10), "float64")
+    y = backend.forward(model, x)
+    assert y.shape == BLOCK.output_shape(x.shape)
+    # Same float64 rounding argument as for the AnyNet above.
+    assert max_relative_diff(y, reference.forward(BLOCK, backend.export_weights(model), x)) < 1e-10
+
+
+@pytest.mark.parametrize("spec, shape", [(SMALL, (3, 3, 37, 53)), (BLOCK, (3, 16, 9, 12))], ids=["anynet", "block"])
+def test_train_mode_uses_batch_statistics_and_changes_nothing(spec, shape):
+    model = build_randomized(spec)
+    before = backend.export_weights(model)
+    x = randn(shape)
+    eval_before = backend.forward(model, x)
+    train = backend.forward(model, x, train=True)
+    assert_same_bits(backend.export_weights(model), before)
+    # Randomised running statistics are far from this batch's statistics: outputs differ by O(0.1).
+    assert max_relative_diff(train, eval_before) > 1e-2
+    np.testing.assert_array_equal(backend.forward(model, x), eval_before)
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (np.zeros((3, 37, 53), np.float32), "rank 4"),
+        (np.zeros((2, 1, 37, 53), np.float32), "3 input channels"),
+        (np.zeros((2, 3, 37, 53), np.float64), "dtype float64"),
+        ([[[[0.0]]]], "numpy.ndarray"),
+    ],
+    ids=["rank", "channels", "dtype", "not-ndarray"],
+)
+def test_bad_inputs_raise_input_error(x, message):
+    model = backend.build(SMALL)
+    for run in (backend.forward, backend.activations):
+        with pytest.raises(parity.InputError, match=message):
+            run(model, x)
+
+
+# --- summaries and activations ---
+
+
+def test_layer_summary_reproduces_d2l_lines():
+    rows = backend.layer_summary(backend.build(REGNETX32), (1, 96, 96, 1))
+    assert [row.d2l_line() for row in rows] == D2L_SUMMARY
+    assert [row.group for row in rows] == ["stem", "stages.0", "stages.1", "head"]
+    assert sum(row.params for row in rows) == parity.count_parameters(REGNETX32)[0] == 179_290
+    canonical = schema(REGNETX32).values()
+    for row in rows:
+        expected = sum(int(np.prod(p.shape)) for p in canonical if p.trainable and p.name.startswith(row.group + "."))
+        assert row.params == expected, row.group
+
+
+def test_block_layer_summary_is_one_row():
+    (row,) = backend.layer_summary(backend.build(BLOCK), (1, 13, 10, 16))
+    assert (row.layer, row.shape, row.group) == ("ResNeXtBlock", (1, 7, 5, 24), "block")
+    assert row.params == parity.count_parameters(BLOCK)[0]
+
+
+def test_layer_summary_rejects_an_nchw_shape():
+    with pytest.raises(parity.InputError, match="input channels"):
+        backend.layer_summary(backend.build(SMALL), (1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("spec, shape", [(SMALL, (2, 3, 37, 53)), (BLOCK, (2, 16, 13, 10))], ids=["anynet", "block"])
+def test_activations_follow_the_spec_and_end_with_the_output(spec, shape):
+    model = build_randomized(spec)
+    x = randn(shape)
+    acts = backend.activations(model, x)
+    assert list(acts) == spec.activation_points()
+    if isinstance(spec, AnyNet):
+        assert acts["head.pool"].shape == (shape[0], spec.stages[-1].width)
+        assert acts["stem"].shape == (shape[0], spec.stem_width, 19, 27)
+        assert acts["stem.bn"].min() < 0 <= acts["stem"].min()
+    last = acts[spec.activation_points()[-1]]
+    # The same graph compiled into two functions; XLA may fuse differently, so allow
+    # a few float32 roundings (eps 1.2e-7) relative to the output's scale.
+    np.testing.assert_allclose(last, backend.forward(model, x), rtol=0, atol=1e-5 * np.abs(last).max())
+
+
+def test_activations_match_numpy_reference_per_layer():
+    model = build_randomized(BLOCK, "float64")
+    weights = backend.export_weights(model)
+    x = randn((2, 16, 13, 10), "float64")
+    acts = backend.activations(model, x)
+    conv1 = reference.conv2d(x, weights["conv1.weight"], weights["conv1.bias"], 1, 0, 1)
+    bn1 = reference.batch_norm(conv1, weights, "bn1", BLOCK.bn_eps)
+    # float64 rounding over one conv (16-term sums) and one BN: ~1e-15; 1e-12 is ample.
+    assert max_relative_diff(acts["conv1"], conv1) < 1e-12
+    assert max_relative_diff(acts["bn1"], bn1) < 1e-12

@@ -1,0 +1,290 @@
+"""Unit tests of the MXNet Gluon backend: the name table, weights I/O and its errors,
+determinism, float64, training-mode BatchNorm, input errors, d2l's layer summary and
+the activation points, checked against ``parity.reference`` (numpy, from the spec and
+the canonical weights only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import parity
+from parity import reference
+from parity.spec import ResNeXtBlock, block_path
+from parity.weights import count_parameters, randomize_batchnorm, schema
+
+pytest.importorskip("impl_mxnet.backend")
+from impl_mxnet import backend  # noqa: E402
+from mxnet import autograd, nd  # noqa: E402
+
+SPEC = parity.get_spec("regnetx32")
+BLOCK = ResNeXtBlock(in_channels=16, num_channels=24, group_width=4, bot_mul=0.5, use_1x1conv=True, stride=2)
+IDENTITY_BLOCK = ResNeXtBlock(in_channels=24, num_channels=24, group_width=8, bot_mul=1, conv_bias=False, bn_eps=1e-3)
+D2L_SUMMARY = [
+    "Sequential output shape:\t (1, 32, 48, 48)",
+    "Sequential output shape:\t (1, 32, 24, 24)",
+    "Sequential output shape:\t (1, 80, 12, 12)",
+    "GlobalAvgPool2D output shape:\t (1, 80, 1, 1)",
+    "Dense output shape:\t (1, 10)",
+]
+
+
+def randn(shape, dtype="float32", seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def build_randomized(spec, dtype="float32", seed=0):
+    """A model whose BatchNorm parameters and statistics are far from their fresh 1/0 values."""
+    model = backend.build(spec, seed=seed, dtype=dtype)
+    backend.load_weights(model, randomize_batchnorm(backend.export_weights(model), seed=seed + 100))
+    return model
+
+
+def assert_same_bits(a, b):
+    assert list(a) == list(b)
+    for key in a:
+        assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key
+
+
+def max_relative_diff(actual, expected):
+    return float(np.abs(actual - expected).max() / max(1.0, np.abs(expected).max()))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_randomized(SPEC)
+
+
+# --- the name table and weights I/O ---
+
+
+def test_table_names_every_tensor_of_the_model_with_its_shape():
+    for spec in (SPEC, BLOCK, IDENTITY_BLOCK):
+        params = backend.build(spec).collect_params()
+        native = {key: param.data().shape for key, param in params.items()}  # data(): nothing left deferred
+        assert {name: shape for _, name, shape, _ in backend.TABLE.rows(spec)} == native
+    rows = {canonical: native for canonical, native, _, _ in backend.TABLE.rows(SPEC)}
+    assert rows["stages.1.blocks.0.conv2.weight"] == "stage1_block0_conv2_weight"
+    assert rows["stem.bn.weight"] == "stem_bn_gamma"
+    assert rows["head.fc.bias"] == "head_fc_bias"
+
+
+def test_export_load_export_is_bit_exact(model):
+    weights = backend.export_weights(model)
+    assert list(weights) == list(schema(SPEC))
+    fresh = backend.build(SPEC, seed=5)
+    backend.load_weights(fresh, weights)
+    assert_same_bits(backend.export_weights(fresh), weights)
+    assert np.array_equal(backend.forward(fresh, randn((2, 1, 32, 32))), backend.forward(model, randn((2, 1, 32, 32))))
+
+
+def test_exported_weights_are_copies(model):
+    weights = backend.export_weights(model)
+    weights["stem.conv.weight"][:] = 0
+    assert backend.export_weights(model)["stem.conv.weight"].any()
+
+
+def _missing(w):
+    del w["stem.bn.running_var"]
+    return "stem.bn.running_var"
+
+
+def _unexpected(w):
+    w["stem.extra.weight"] = np.zeros(3, np.float32)
+    return "stem.extra.weight"
+
+
+def _wrong_shape(w):
+    w["head.fc.weight"] = w["head.fc.weight"][:, :40]
+    return "head.fc.weight"
+
+
+def _wrong_dtype(w):
+    w["stages.1.blocks.0.conv2.weight"] = w["stages.1.blocks.0.conv2.weight"].astype(np.float64)
+    return "stages.1.blocks.0.conv2.weight"
+
+
+def _nan(w):
+    w["stages.0.blocks.1.bn2.weight"][3] = np.nan
+    return "stages.0.blocks.1.bn2.weight"
+
+
+@pytest.mark.parametrize("spoil", [_missing, _unexpected, _wrong_shape, _wrong_dtype, _nan])
+def test_bad_weights_raise_naming_the_key_and_change_nothing(model, spoil):
+    before = backend.export_weights(model)
+    weights = randomize_batchnorm(before, seed=7)
+    key = spoil(weights)
+    with pytest.raises(parity.WeightsError, match=key.replace(".", r"\.")):
+        backend.load_weights(model, weights)
+    assert_same_bits(backend.export_weights(model), before)
+
+
+def test_nonfinite_weights_load_only_when_allowed():
+    model = backend.build(BLOCK)
+    weights = backend.export_weights(model)
+    weights["bn2.running_mean"][0] = np.inf
+    backend.load_weights(model, weights, allow_nonfinite=True)
+    assert np.isinf(backend.export_weights(model)["bn2.running_mean"][0])
+
+
+# --- build ---
+
+
+def test_build_is_deterministic_per_seed_and_differs_across_seeds():
+    a, b, c = (backend.export_weights(backend.build(SPEC, seed=s)) for s in (3, 3, 4))
+    assert_same_bits(a, b)
+    assert not np.array_equal(a["stages.0.blocks.0.conv2.weight"], c["stages.0.blocks.0.conv2.weight"])
+
+
+def test_build_rejects_other_dtypes():
+    with pytest.raises(ValueError, match="dtype"):
+        backend.build(SPEC, dtype="float16")
+
+
+def test_float64_model_computes_in_float64(model):
+    model64 = backend.build(SPEC, dtype="float64")
+    weights = backend.export_weights(model)
+    backend.load_weights(model64, parity.weights.cast(weights, "float64"))
+    assert all(w.dtype == np.float64 for w in backend.export_weights(model64).values())
+    x = randn((2, 1, 37, 53), "float64")
+    y64 = backend.forward(model64, x)
+    assert y64.dtype == np.float64
+    # float32 keeps ~7 digits; ~30 layers of rounding stay near 1e-6 relative, so 1e-4 is a safe bound.
+    assert max_relative_diff(backend.forward(model, x.astype(np.float32)), y64) < 1e-4
+    # float64 against numpy's float64: only summation order differs (~1e-15); any float32 step would show at ~1e-7.
+    assert max_relative_diff(y64, reference.forward(SPEC, backend.export_weights(model64), x)) < 1e-12
+
+
+# --- forward ---
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_training_mode_uses_batch_statistics_and_changes_nothing(dtype):
+    model = build_randomized(SPEC, dtype)
+    before = backend.export_weights(model)
+    x = randn((4, 1, 32, 32), dtype)
+    eval_out = backend.forward(model, x)
+    train_out = backend.forward(model, x, train=True)
+    assert_same_bits(backend.export_weights(model), before)
+    assert np.array_equal(backend.forward(model, x), eval_out)
+    # Randomised running statistics are far from the batch's: the outputs differ by O(1), not by rounding.
+    assert max_relative_diff(train_out, eval_out) > 1e-2
+
+
+def test_a_recorded_training_step_moves_running_statistics_by_the_specs_momentum():
+    spec = ResNeXtBlock(in_channels=8, num_channels=8, group_width=4, bot_mul=1, bn_momentum=0.25)
+    model = backend.build(spec, dtype="float64")
+    x = randn((4, 8, 5, 7), "float64")
+    conv1 = backend.activations(model, x)["conv1"]
+    before = backend.export_weights(model)
+    with autograd.record():
+        out = model(nd.array(x, dtype="float64"))
+    out.backward()
+    after = backend.export_weights(model)
+    # PyTorch's convention (new = 0.75 old + 0.25 batch); MXNet keeps the biased batch variance. float64 rounding only.
+    expected_mean = 0.75 * before["bn1.running_mean"] + 0.25 * conv1.mean(axis=(0, 2, 3))
+    expected_var = 0.75 * before["bn1.running_var"] + 0.25 * conv1.var(axis=(0, 2, 3))
+    np.testing.assert_allclose(after["bn1.running_mean"], expected_mean, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(after["bn1.running_var"], expected_var, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (np.zeros((1, 96, 96), np.float32), "rank 4"),
+        (np.zeros((1, 3, 96, 96), np.float32), "1 input channels"),
+        (np.zeros((1, 1, 96, 96), np.float64), "dtype float64"),
+        ([[[[0.0]]]], "numpy.ndarray"),
+    ],
+)
+def test_bad_inputs_raise_input_error(model, x, message):
+    with pytest.raises(parity.InputError, match=message):
+        backend.forward(model, x)
+    with pytest.raises(parity.InputError, match=message):
+        backend.activations(model, x)
+
+
+def test_block_forward_is_an_nchw_feature_map():
+    model = backend.build(BLOCK)
+    x = randn((2, 16, 37, 53))
+    assert backend.forward(model, x).shape == BLOCK.output_shape(x.shape) == (2, 24, 19, 27)
+
+
+# --- d2l's layer summary ---
+
+
+def summary_group(canonical_name: str) -> str:
+    parts = canonical_name.split(".")
+    return ".".join(parts[:2]) if parts[0] == "stages" else parts[0]
+
+
+def test_summary_reproduces_d2l_book_and_counts_every_parameter_once(model):
+    rows = backend.layer_summary(model, (1, 1, 96, 96))
+    assert [row.d2l_line() for row in rows] == D2L_SUMMARY
+    assert [row.group for row in rows] == ["stem", "stages.0", "stages.1", "head", "head"]
+    per_group: dict[str, int] = {}
+    for row in rows:
+        per_group[row.group] = per_group.get(row.group, 0) + row.params
+    expected: dict[str, int] = {}
+    for name, param in schema(SPEC).items():
+        if param.trainable:
+            expected[summary_group(name)] = expected.get(summary_group(name), 0) + int(np.prod(param.shape))
+    assert per_group == expected
+    assert sum(per_group.values()) == count_parameters(SPEC)[0] == 179_290
+
+
+def test_block_summary_is_one_row():
+    (row,) = backend.layer_summary(backend.build(BLOCK), (1, 16, 37, 53))
+    assert (row.layer, row.shape, row.shape_text, row.group) == ("ResNeXtBlock", (1, 24, 19, 27), "(1, 24, 19, 27)", "block")
+    assert row.params == count_parameters(BLOCK)[0]
+
+
+# --- activations ---
+
+
+def numpy_activations(spec: ResNeXtBlock, weights, x):
+    """Every activation point of a standalone block, from ``parity.reference``'s numpy layers."""
+    acts = {}
+
+    def conv(name, x, stride, padding, groups=1):
+        acts[name] = reference.conv2d(x, weights[f"{name}.weight"], weights.get(f"{name}.bias"), stride, padding, groups)
+        return acts[name]
+
+    def bn(name, x):
+        acts[name] = reference.batch_norm(x, weights, name, spec.bn_eps)
+        return acts[name]
+
+    y = reference.relu(bn("bn1", conv("conv1", x, 1, 0)))
+    y = reference.relu(bn("bn2", conv("conv2", y, spec.stride, 1, spec.groups)))
+    y = bn("bn3", conv("conv3", y, 1, 0))
+    if spec.use_1x1conv:
+        x = bn("bn4", conv("conv4", x, spec.stride, 0))
+    acts["output"] = reference.relu(y + x)
+    return acts
+
+
+@pytest.mark.parametrize("spec", [BLOCK, IDENTITY_BLOCK], ids=["projection", "identity"])
+def test_block_activations_equal_numpy_at_every_point(spec):
+    model = build_randomized(spec, "float64")
+    x = randn((2, spec.in_channels, 11, 13), "float64")
+    acts = backend.activations(model, x)
+    expected = numpy_activations(spec, backend.export_weights(model), x)
+    assert list(acts) == spec.activation_points() == list(expected)
+    for point in acts:
+        # float64 against numpy float64: summation order only, ~1e-15 relative.
+        assert max_relative_diff(acts[point], expected[point]) < 1e-12, point
+
+
+def test_anynet_activations_cover_every_point_and_end_in_the_logits(model):
+    x = randn((2, 1, 37, 53))
+    acts = backend.activations(model, x)
+    assert list(acts) == SPEC.activation_points()
+    assert np.array_equal(acts["head.fc"], backend.forward(model, x))
+    assert acts["stem"].shape == (2, 32, 19, 27)
+    assert acts[block_path(1, 0)].shape == (2, 80, 5, 7)
+    assert acts["head.pool"].shape == (2, 80)
+    # Global average pooling of the last block in float32: summation order only, far below 1e-5.
+    np.testing.assert_allclose(acts["head.pool"], acts[block_path(1, 5)].mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
+    hooks = []
+    model.apply(lambda block: hooks.extend(block._forward_hooks.values()))
+    assert not hooks
