@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from parity.spec import Spec
+from parity.hub import NameTable
+from parity.spec import Spec, spatial_size_problem
 from parity.weights import Weights
 
 FRAMEWORKS = ("torch", "jax", "tf", "mxnet")
@@ -53,6 +54,9 @@ class Backend(Protocol):
     name: str
     layout: str  # "NCHW" or "NHWC"
     extra: str  # the pip extra that installs the framework
+
+    def table(self, spec: Spec) -> NameTable:
+        """How this framework names and lays out ``spec``'s canonical tensors."""
 
     def build(self, spec: Spec, seed: int = 0, dtype: str = "float32") -> Any:
         """A native model, initialised from ``seed`` and ready to run, holding ``spec``."""
@@ -109,4 +113,9 @@ def check_input(spec: Spec, x_nchw: Any, dtype: str) -> np.ndarray:
         )
     if x_nchw.dtype != np.dtype(dtype):
         raise InputError(f"x_nchw: the model is {dtype}, got an input of dtype {x_nchw.dtype}")
+    if min(x_nchw.shape) < 1:
+        raise InputError(f"x_nchw: expected a non-empty (N, C, H, W) array, got shape {x_nchw.shape}")
+    problem = spatial_size_problem(spec, *x_nchw.shape[2:])
+    if problem:
+        raise InputError(f"x_nchw: {problem}, got shape {x_nchw.shape}")
     return x_nchw

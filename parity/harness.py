@@ -2,8 +2,8 @@
 
 ``compare`` is what ``parity compare`` and the parity tests run: every framework
 builds the spec with its own initialisation, BatchNorm parameters and running
-statistics are randomised away from 0/1 (otherwise a dropped or swapped BN tensor
-hides), and each framework's weights go through the canonical form into every
+statistics and conv/dense biases are randomised away from 0/1 (otherwise a dropped
+or swapped tensor that starts as a constant hides), and each framework's weights go through the canonical form into every
 other framework, which must then reproduce the source's logits.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 from parity.backends import DTYPES, SummaryRow, get_backend
 from parity.layout import nchw_shape_to_nhwc, nhwc_shape_to_nchw
 from parity.spec import Spec
-from parity.weights import Weights, randomize_batchnorm
+from parity.weights import Weights, randomize_batchnorm, randomize_biases
 
 # float64: every framework rounds to ~1e-16 per operation and RegNetX32 has ~35
 # layers of sums over at most 720 terms, so honest rounding stays below ~1e-12; 1e-9
@@ -92,8 +92,10 @@ class Report:
 
 
 def normalised_shape(framework: str, row: SummaryRow) -> tuple[int, ...]:
-    """A summary row's output shape in NCHW order, whatever the framework's layout."""
-    return nhwc_shape_to_nchw(row.shape) if get_backend(framework).layout == "NHWC" else tuple(row.shape)
+    """A summary row's output shape in NCHW order, whatever the framework's layout; a globally
+    pooled (N, C, 1, 1) map is (N, C), the same numbers as the flattened vector other frameworks print."""
+    shape = nhwc_shape_to_nchw(row.shape) if get_backend(framework).layout == "NHWC" else tuple(row.shape)
+    return shape[:2] if len(shape) == 4 and shape[2:] == (1, 1) else shape
 
 
 def native_input_shape(framework: str, shape_nchw: tuple[int, ...]) -> tuple[int, ...]:
@@ -112,7 +114,8 @@ def summarize(spec: Spec, frameworks: Sequence[str], input_shape_nchw: tuple[int
 class TransferRig:
     """One model per framework, reused as source and destination, so a full matrix builds each model once.
 
-    Each framework's own initial weights are kept (BatchNorm randomised), so a source
+    Each framework's own initial weights are kept, with BatchNorm tensors and biases randomised
+    away from the constants frameworks start them at, so a source
     always transfers what its framework initialised, whatever it received before.
     """
 
@@ -123,7 +126,7 @@ class TransferRig:
         self.backends = {fw: get_backend(fw) for fw in frameworks}
         self.models = {fw: be.build(spec, seed=seed, dtype=dtype) for fw, be in self.backends.items()}
         self.own_weights: dict[str, Weights] = {
-            fw: randomize_batchnorm(be.export_weights(self.models[fw]), seed=seed + k + 1)
+            fw: randomize_biases(randomize_batchnorm(be.export_weights(self.models[fw]), seed=seed + k + 1), seed=seed + k + 1)
             for k, (fw, be) in enumerate(self.backends.items())
         }
 

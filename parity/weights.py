@@ -24,6 +24,15 @@ class WeightsError(ValueError):
     """Weights that do not fit a spec; the message lists every offending key."""
 
 
+class WeightsFileError(ValueError):
+    """A file that cannot be read as safetensors; the message names the file and why."""
+
+
+# torch.save writes a zip container and pickles start with the PROTO opcode (protocol 2 to 5); both run code
+# when loaded. Checked only for a file that is not laid out as safetensors (an 8-byte header size, then "{").
+PICKLE_SIGNATURES = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
 @dataclass(frozen=True)
 class Param:
     """One canonical tensor: the layer it belongs to, its leaf name and canonical shape."""
@@ -124,6 +133,18 @@ def randomize_batchnorm(weights: Mapping[str, np.ndarray], seed: int) -> Weights
     return out
 
 
+def randomize_biases(weights: Mapping[str, np.ndarray], seed: int) -> Weights:
+    """A copy with every conv and dense bias drawn from N(0, 0.1): Keras and Flax start them at 0,
+    and a transfer that dropped a zero bias would still agree."""
+    rng = np.random.default_rng(seed)
+    out: Weights = {}
+    for name, value in weights.items():
+        module, leaf = name.rsplit(".", 1)
+        is_bias = leaf == "bias" and f"{module}.running_var" not in weights
+        out[name] = rng.normal(0.0, 0.1, value.shape).astype(value.dtype) if is_bias else value.copy()
+    return out
+
+
 def save_weights(weights: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
     """Write canonical weights as safetensors."""
     from safetensors.numpy import save_file
@@ -132,7 +153,26 @@ def save_weights(weights: Mapping[str, np.ndarray], path: str | os.PathLike) -> 
 
 
 def load_weights(path: str | os.PathLike) -> Weights:
-    """Read canonical weights from a safetensors file."""
+    """Read canonical weights from a safetensors file; nothing in the file is ever executed.
+
+    Raises WeightsFileError for a missing, truncated or corrupted file, a file of
+    another format, and pickle-based files (PyTorch ``.pth``), which are refused
+    without being opened as pickles.
+    """
     from safetensors.numpy import load_file
 
-    return dict(load_file(os.fspath(path)))
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            head = file.read(9)
+    except OSError as error:
+        raise WeightsFileError(f"{path}: cannot read weights: {error.strerror}") from None
+    if head[8:9] != b"{" and head.startswith(PICKLE_SIGNATURES):
+        raise WeightsFileError(
+            f"{path}: a pickle-based file (PyTorch .pth/.pt or pickle), not safetensors; pickles can run code "
+            "when loaded, so only safetensors files are read here"
+        )
+    try:
+        return dict(load_file(path))
+    except Exception as error:  # safetensors' own SafetensorError, or TypeError for dtypes numpy lacks
+        raise WeightsFileError(f"{path}: not a valid safetensors file ({error})") from None

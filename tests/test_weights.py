@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from parity.spec import ResNeXtBlock, get_spec
-from parity.weights import WeightsError, cast, randomize_batchnorm, schema, validate, load_weights, save_weights
+from parity.weights import WeightsError, cast, load_weights, randomize_batchnorm, randomize_biases, save_weights, schema, validate
 
 BLOCK = ResNeXtBlock(in_channels=8, num_channels=16, group_width=4, bot_mul=1, use_1x1conv=True, stride=2)
 
@@ -80,3 +80,12 @@ def test_safetensors_round_trip_is_bit_exact(tmp_path):
     loaded = load_weights(tmp_path / "w.safetensors")
     assert set(loaded) == set(w)
     assert all(loaded[n].tobytes() == w[n].tobytes() and loaded[n].dtype == w[n].dtype for n in w)
+
+
+def test_randomize_biases_moves_conv_and_dense_biases_only():
+    w = zeros(BLOCK)
+    r = randomize_biases(w, seed=0)
+    for n in w:
+        is_conv_bias = n.startswith("conv") and n.endswith(".bias")
+        assert np.array_equal(r[n], w[n]) != is_conv_bias, n
+        assert r[n].dtype == w[n].dtype
