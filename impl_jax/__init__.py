@@ -4,6 +4,7 @@ Importing ``impl_jax.models`` (which this package and the backend do) turns on
 JAX's 64-bit mode for the whole process; see that module's docstring.
 """
 
+from impl_jax.inception import GoogLeNet, Inception, InceptionA, InceptionNet
 from impl_jax.models import AnyNet, RegNetX32, ResNeXtBlock
 
-__all__ = ["AnyNet", "RegNetX32", "ResNeXtBlock"]
+__all__ = ["AnyNet", "GoogLeNet", "Inception", "InceptionA", "InceptionNet", "RegNetX32", "ResNeXtBlock"]

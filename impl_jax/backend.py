@@ -1,8 +1,9 @@
 """The JAX/Flax backend: the adapter between ``impl_jax.models`` and the parity harness.
 
 A linen module holds no state, so the native model is a ``FlaxModel``: the spec,
-the dtype and the variables (``params`` and ``batch_stats``). Its native tensor
-names are ``module path/collection/leaf``, e.g. ``net/stem/bn/batch_stats/mean``.
+the dtype and the variables (``params``, and ``batch_stats`` where there is
+BatchNorm). Its native tensor names are ``module path/collection/leaf``, e.g.
+``net/stem/bn/batch_stats/mean`` or ``net/b3/inception_0/b2_2/params/kernel``.
 
 Nothing here changes a model except ``load_weights``: eval-mode applies are
 immutable (``mutable=False``), and a train-mode apply makes ``batch_stats`` mutable
@@ -23,6 +24,7 @@ import numpy as np
 from flax import linen as nn
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from impl_jax.inception import GoogLeNet, Inception, InceptionA, InceptionNet
 from impl_jax.models import AnyNet, ResNeXtBlock
 from parity import spec as specs
 from parity.backends import DTYPES, SummaryRow, check_input
@@ -36,9 +38,11 @@ extra = "jax"
 
 TABLE = NameTable(
     modules=(
+        (r"^(b\d)\.(\d+)\b", r"\1.inception_\2"),
+        (r"branch_pool\.avg$", "branch_pool_avg"),
         (r"\.(\d+)", r"_\1"),
         (r"\.", "/"),
-        (r"^(stem|stages_\d+|head)\b", r"net/\1"),
+        (r"^(stem|stages_\d+|head|b\d)\b", r"net/\1"),
     ),
     leaves={
         "conv.weight": ("params/kernel", "OIHW->HWIO"),
@@ -51,10 +55,16 @@ TABLE = NameTable(
         "dense.bias": ("params/bias", "identity"),
     },
     separator="/",
+    flatten_order="HWC",
 )
 
 _INIT_SIZE = 8
 _BLOCK_OUTPUT = "output"
+
+
+def table(spec: specs.Spec) -> NameTable:
+    """The name table for ``spec``: one set of rules serves every spec in Flax."""
+    return TABLE
 
 
 @dataclass
@@ -70,42 +80,55 @@ def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32") -> FlaxModel:
     """The model for ``spec`` in ``dtype``, initialised from ``jax.random.PRNGKey(seed)``."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    x = jnp.zeros((1, _INIT_SIZE, _INIT_SIZE, spec.in_channels), dtype)
-    return FlaxModel(spec, dtype, _init(spec, dtype)(jax.random.PRNGKey(seed), x))
+    return FlaxModel(spec, dtype, _init(spec, dtype)(jax.random.PRNGKey(seed), _init_input(spec, dtype)))
 
 
 def forward(model: FlaxModel, x_nchw: np.ndarray, train: bool = False) -> np.ndarray:
-    """Logits (AnyNet) or the NCHW feature map (ResNeXtBlock); ``train`` uses batch statistics."""
+    """Logits (nets) or the NCHW feature map (blocks); ``train`` makes BatchNorm use batch statistics."""
     x = check_input(model.spec, x_nchw, model.dtype)
     return _to_nchw(_forward(model.spec, model.dtype, train)(model.variables, nchw_to_nhwc(x)))
 
 
 def layer_summary(model: FlaxModel, input_shape: tuple[int, ...]) -> list[SummaryRow]:
-    """d2l's ``layer_summary``: a zero NHWC input through each layer of ``net`` in turn, in eval mode."""
+    """d2l's ``layer_summary``: an NHWC input through each top-level layer in turn, in eval mode.
+
+    Each layer runs under ``jax.eval_shape``: its output shape without compiling and
+    running every operation one by one.
+    """
     zeros = np.zeros(nhwc_shape_to_nchw(tuple(input_shape)), model.dtype)
-    x = jnp.asarray(nchw_to_nhwc(check_input(model.spec, zeros, model.dtype)))
+    x = jax.ShapeDtypeStruct(nchw_to_nhwc(check_input(model.spec, zeros, model.dtype)).shape, model.dtype)
     bound = _module(model.spec, model.dtype, training=False).bind(model.variables)
-    if isinstance(model.spec, specs.AnyNet):
-        groups = ["stem", *(f"stages.{i}" for i in range(len(model.spec.stages))), "head"]
-        layers = list(zip(groups, bound.net.layers, strict=True))
-    else:
-        layers = [("block", bound)]
     rows = []
-    for group, layer in layers:
-        x = layer(x)
+    for group, layer in _top_level_layers(model.spec, bound):
+        x = jax.eval_shape(layer, x)
         params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(layer.variables.get("params", {})))
         rows.append(SummaryRow(type(layer).__name__, tuple(x.shape), str(x.shape), params, group))
     return rows
 
 
+def _top_level_layers(spec: specs.Spec, bound: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(canonical group, layer) for each layer that d2l's ``net`` holds at its top level, in order."""
+    if isinstance(spec, specs.AnyNet):
+        groups = ["stem", *(f"stages.{i}" for i in range(len(spec.stages))), "head"]
+        return list(zip(groups, bound.net.layers, strict=True))
+    if isinstance(spec, specs.GoogLeNet):
+        *blocks, head = bound.net.layers
+        (dense,) = head.layers  # the book's net holds this Dense itself
+        return [*zip(("b1", "b2", "b3", "b4", "b5"), blocks, strict=True), ("head", dense)]
+    if isinstance(spec, specs.InceptionNet):
+        groups = ["conv1", "conv1", "incep1", "conv2", "conv2", "incep2", "fc", "fc"]
+        return list(zip(groups, bound.layers(), strict=True))
+    return [("block", bound)]
+
+
 def export_weights(model: FlaxModel) -> Weights:
     """Canonical weights: fresh numpy copies (the layout transforms copy) of every parameter and running statistic."""
-    return from_native(model.spec, {key: np.asarray(value) for key, value in _tensors(model.variables).items()}, TABLE)
+    return from_native(model.spec, {key: np.asarray(value) for key, value in _tensors(model.variables).items()}, table(model.spec))
 
 
 def load_weights(model: FlaxModel, weights: Mapping[str, np.ndarray], allow_nonfinite: bool = False) -> None:
     """Validate everything first (WeightsError listing every problem), then replace all variables at once."""
-    native = to_native(model.spec, weights, TABLE, dtype=model.dtype, allow_nonfinite=allow_nonfinite)
+    native = to_native(model.spec, weights, table(model.spec), dtype=model.dtype, allow_nonfinite=allow_nonfinite)
     check_native_shapes({key: value.shape for key, value in _tensors(model.variables).items()}, native)
     model.variables = _variables({key: jnp.asarray(value) for key, value in native.items()})
 
@@ -137,19 +160,45 @@ def _to_nchw(y: jax.Array) -> np.ndarray:
     return nhwc_to_nchw(y) if y.ndim == 4 else y
 
 
-@functools.lru_cache(maxsize=None)
+# Compiled executables hold memory mappings: a process that builds thousands of specs (the deep
+# fuzz profile) must release old ones, or it runs out of mappings and XLA crashes. 32 specs stay warm.
+_CACHED_SPECS = 32
+
+
+@functools.lru_cache(maxsize=_CACHED_SPECS)
 def _module(spec: specs.Spec, dtype: str, training: bool) -> nn.Module:
+    """The linen module for ``spec``; ``training`` only matters to BatchNorm (AnyNet, ResNeXtBlock)."""
+    dtype = jnp.dtype(dtype)
     if isinstance(spec, specs.AnyNet):
-        return AnyNet(spec, training=training, dtype=jnp.dtype(dtype))
-    return ResNeXtBlock.from_spec(spec, training=training, dtype=jnp.dtype(dtype))
+        return AnyNet(spec, training=training, dtype=dtype)
+    if isinstance(spec, specs.ResNeXtBlock):
+        return ResNeXtBlock.from_spec(spec, training=training, dtype=dtype)
+    if isinstance(spec, specs.GoogLeNet):
+        return GoogLeNet(spec, dtype=dtype)
+    if isinstance(spec, specs.Inception):
+        return Inception.from_spec(spec, dtype=dtype)
+    if isinstance(spec, specs.InceptionNet):
+        return InceptionNet(spec.num_classes, dtype=dtype)
+    if isinstance(spec, specs.InceptionA):
+        return InceptionA(dtype=dtype)
+    raise TypeError(f"the jax backend cannot build {type(spec).__name__} specs")
 
 
-@functools.lru_cache(maxsize=None)
+def _init_input(spec: specs.Spec, dtype: str) -> jax.Array:
+    """A small zero NHWC input to initialise with; InceptionNet's dense layer fixes its input size."""
+    height, width = spec.input_size if isinstance(spec, specs.InceptionNet) else (_INIT_SIZE, _INIT_SIZE)
+    return jnp.zeros((1, height, width, spec.in_channels), dtype)
+
+
+@functools.lru_cache(maxsize=2 * _CACHED_SPECS)
 def _init(spec: specs.Spec, dtype: str) -> Callable[..., Any]:
-    return jax.jit(_module(spec, dtype, training=False).init)
+    """``init`` compiled without LLVM optimisation: one random-number kernel per parameter makes the
+    optimised compile slow (GoogLeNet: ~2x longer), and init runs once per build on a tiny input."""
+    lowered = jax.jit(_module(spec, dtype, training=False).init).lower(jax.random.PRNGKey(0), _init_input(spec, dtype))
+    return lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=2 * _CACHED_SPECS)
 def _forward(spec: specs.Spec, dtype: str, train: bool) -> Callable[[Any, np.ndarray], jax.Array]:
     module = _module(spec, dtype, train)
 
@@ -162,7 +211,7 @@ def _forward(spec: specs.Spec, dtype: str, train: bool) -> Callable[[Any, np.nda
     return jax.jit(apply)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=2 * _CACHED_SPECS)
 def _activations(spec: specs.Spec, dtype: str) -> Callable[[Any, np.ndarray], dict[str, jax.Array]]:
     module = _module(spec, dtype, training=False)
     native = {key: _native_module(key) for key in spec.activation_points()}

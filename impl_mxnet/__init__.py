@@ -1,4 +1,5 @@
-"""d2l's ResNeXt block and AnyNet in MXNet Gluon, and the parity backend for them."""
+"""d2l's ResNeXt block, AnyNet, Inception block and GoogLeNet, and the tutorials' InceptionA net,
+in MXNet Gluon, and the parity backend for them."""
 
 import numpy
 

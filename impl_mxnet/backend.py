@@ -1,9 +1,11 @@
 """The MXNet Gluon backend of the parity suite.
 
-Gluon is NCHW with PyTorch's kernel layouts, so every tensor maps to the canonical
-form unchanged; only the names differ. Native names are the ``collect_params()``
-keys, which the explicit prefixes in ``impl_mxnet.models`` make predictable:
-``stages.1.blocks.0.conv2.weight`` is ``stage1_block0_conv2_weight``.
+Gluon is NCHW with PyTorch's kernel layouts, and its Dense flattens a feature map in
+PyTorch's (C, H, W) order, so every tensor maps to the canonical form unchanged; only
+the names differ. Native names are the ``collect_params()`` keys, which the explicit
+prefixes in ``impl_mxnet.models`` and ``impl_mxnet.googlenet`` make predictable:
+``stages.1.blocks.0.conv2.weight`` is ``stage1_block0_conv2_weight``,
+``b3.0.b2_2.weight`` is ``b3_0_b2_2_weight``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, nd
 
+from impl_mxnet.googlenet import GoogLeNet, Inception, InceptionA, InceptionNet
 from impl_mxnet.models import AnyNet, ResNeXtBlock
 from parity import hub, spec as specs
 from parity.backends import DTYPES, SummaryRow, check_input
@@ -34,21 +37,37 @@ TABLE = hub.NameTable(
         "dense.bias": ("bias", "identity"),
     },
     separator="_",
+    flatten_order="CHW",
 )
 
-Model = AnyNet | ResNeXtBlock
+
+def table(spec: specs.Spec) -> hub.NameTable:
+    """The name table for ``spec``: Gluon's prefixes give every spec the same rules."""
+    return TABLE
+
+
+Model = AnyNet | ResNeXtBlock | GoogLeNet | Inception | InceptionNet | InceptionA
+BLOCKS = (ResNeXtBlock, Inception, InceptionA)
+MODELS = {
+    specs.AnyNet: AnyNet,
+    specs.ResNeXtBlock: ResNeXtBlock.from_spec,
+    specs.GoogLeNet: GoogLeNet,
+    specs.Inception: Inception.from_spec,
+    specs.InceptionNet: InceptionNet,
+    specs.InceptionA: InceptionA.from_spec,
+}
+# Activation points that parity.spec defines as (N, C): Gluon's global pools keep (N, C, 1, 1).
+POOLED_POINTS = ("head.pool", "b5")
 
 
 def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32") -> Model:
     """A Gluon model for ``spec``, Xavier-initialised from ``seed`` (biases 0, BatchNorm 1/0/0/1), in ``dtype``."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if isinstance(spec, specs.AnyNet):
-        model = AnyNet(spec, prefix="")
-    elif isinstance(spec, specs.ResNeXtBlock):
-        model = ResNeXtBlock.from_spec(spec, prefix="")
-    else:
-        raise TypeError(f"spec: expected parity.spec.AnyNet or ResNeXtBlock, got {type(spec).__name__}")
+    if type(spec) not in MODELS:
+        known = ", ".join(cls.__name__ for cls in MODELS)
+        raise TypeError(f"spec: expected one of parity.spec.{{{known}}}, got {type(spec).__name__}")
+    model = MODELS[type(spec)](spec, prefix="")
     mx.random.seed(seed)
     model.initialize(mx.init.Xavier())
     model.cast(dtype)
@@ -72,9 +91,13 @@ def forward(model: Model, x_nchw: np.ndarray, train: bool = False) -> np.ndarray
         return model(x).asnumpy()
 
 
-def _summary_groups(spec: specs.AnyNet) -> list[str]:
-    """The canonical group of each layer of ``AnyNet.net``: Gluon's head is two layers."""
-    return ["stem"] + [f"stages.{i}" for i in range(len(spec.stages))] + ["head", "head"]
+def _summary_groups(spec: specs.AnyNet | specs.GoogLeNet | specs.InceptionNet) -> list[str]:
+    """The canonical group of each layer of ``model.net``."""
+    if isinstance(spec, specs.AnyNet):  # Gluon's head is two layers
+        return ["stem"] + [f"stages.{i}" for i in range(len(spec.stages))] + ["head", "head"]
+    if isinstance(spec, specs.GoogLeNet):
+        return ["b1", "b2", "b3", "b4", "b5", "head"]
+    return ["conv1", "incep1", "conv2", "incep2", "fc"]
 
 
 def _summary_row(layer: mx.gluon.Block, output: nd.NDArray, group: str) -> SummaryRow:
@@ -86,7 +109,7 @@ def layer_summary(model: Model, input_shape: tuple[int, ...]) -> list[SummaryRow
     """d2l's layer summary: a zero input through each layer of ``model.net`` in turn, in eval mode."""
     X = _input(model, np.zeros(input_shape, dtype=model.dtype))
     with autograd.pause(train_mode=False):
-        if isinstance(model, ResNeXtBlock):
+        if isinstance(model, BLOCKS):
             return [_summary_row(model, model(X), "block")]
         rows = []
         for layer, group in zip(model.net, _summary_groups(model.spec), strict=True):
@@ -97,12 +120,12 @@ def layer_summary(model: Model, input_shape: tuple[int, ...]) -> list[SummaryRow
 
 def export_weights(model: Model) -> Weights:
     native = {key: param.data().asnumpy() for key, param in model.collect_params().items()}
-    return hub.from_native(model.spec, native, TABLE)
+    return hub.from_native(model.spec, native, table(model.spec))
 
 
 def load_weights(model: Model, weights: Weights, allow_nonfinite: bool = False) -> None:
     """Validate every tensor against the spec and the model, then assign them all."""
-    native = hub.to_native(model.spec, weights, TABLE, dtype=model.dtype, allow_nonfinite=allow_nonfinite)
+    native = hub.to_native(model.spec, weights, table(model.spec), dtype=model.dtype, allow_nonfinite=allow_nonfinite)
     params = model.collect_params()
     hub.check_native_shapes({key: param.shape for key, param in params.items()}, native)
     for key, value in native.items():
@@ -114,26 +137,39 @@ def _activation_blocks(model: Model) -> dict[str, mx.gluon.Block]:
     by_name = {}
     model.apply(lambda block: by_name.setdefault(block.name, block))
     return {
-        point: model if point == "output" else by_name[TABLE.native_module(point)]
+        point: model if point == "output" else by_name[table(model.spec).native_module(point)]
         for point in model.spec.activation_points()
     }
 
 
 def activations(model: Model, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
-    """Eval-mode outputs of ``spec.activation_points()``, recorded by forward hooks that are removed afterwards."""
+    """Eval-mode outputs of ``spec.activation_points()``, recorded by hooks that are removed afterwards.
+
+    d2l's Gluon convs fuse their ReLU (``activation="relu"``); the spec's point of such a
+    conv is its output before the ReLU, i.e. the input of the conv's ``act`` block.
+    """
     x = _input(model, x_nchw)
     outputs = {}
 
-    def record(point):
+    def record_output(point):
         return lambda block, inputs, output: outputs.__setitem__(point, output.asnumpy())
 
-    handles = [block.register_forward_hook(record(point)) for point, block in _activation_blocks(model).items()]
+    def record_input(point):
+        return lambda block, inputs: outputs.__setitem__(point, inputs[0].asnumpy())
+
+    handles = []
+    for point, block in _activation_blocks(model).items():
+        if isinstance(block, mx.gluon.nn.Conv2D) and block.act is not None:
+            handles.append(block.act.register_forward_pre_hook(record_input(point)))
+        else:
+            handles.append(block.register_forward_hook(record_output(point)))
     try:
         with autograd.pause(train_mode=False):
             model(x)
     finally:
         for handle in handles:
             handle.detach()
-    if "head.pool" in outputs:
-        outputs["head.pool"] = outputs["head.pool"].reshape(x.shape[0], -1)
+    for point in POOLED_POINTS:
+        if point in outputs:
+            outputs[point] = outputs[point].reshape(x.shape[0], -1)
     return {point: outputs[point] for point in model.spec.activation_points()}

@@ -1,4 +1,5 @@
-"""d2l's AnyNet/RegNetX and ResNeXt block in Keras 3, on the TensorFlow backend.
+"""d2l's AnyNet/RegNetX, ResNeXt block, Inception block and GoogLeNet, and the tutorials'
+InceptionA MNIST net, in Keras 3 on the TensorFlow backend.
 
 Importing this package pins ``KERAS_BACKEND=tensorflow`` before Keras is
 imported, whatever the user's environment says: the models and the backend use

@@ -47,18 +47,21 @@ class LayerMaker:
 
     dtype: str
     seeds: keras.random.SeedGenerator
-    conv_bias: bool
-    bn_eps: float
-    bn_momentum: float
+    conv_bias: bool = True
+    bn_eps: float | None = None
+    bn_momentum: float | None = None
 
     @classmethod
     def for_spec(cls, spec: specs.Spec, dtype: str, seed: int | keras.random.SeedGenerator) -> LayerMaker:
+        """The spec's settings; specs without BatchNorm (the Inception family) have no ``bn_*``,
+        and InceptionA's convolutions always carry a bias."""
         seeds = seed if isinstance(seed, keras.random.SeedGenerator) else keras.random.SeedGenerator(seed)
-        return cls(dtype, seeds, spec.conv_bias, spec.bn_eps, spec.bn_momentum)
+        settings = {key: getattr(spec, key) for key in ("conv_bias", "bn_eps", "bn_momentum") if hasattr(spec, key)}
+        return cls(dtype, seeds, **settings)
 
-    def pad(self, *, name: str) -> layers.ZeroPadding2D:
-        """One zero on every side: the padding of a 3x3 convolution."""
-        return layers.ZeroPadding2D(padding=1, name=name, dtype=self.dtype)
+    def pad(self, padding: int = 1, *, name: str) -> layers.ZeroPadding2D:
+        """``padding`` zeros on every side (1 for a 3x3 convolution)."""
+        return layers.ZeroPadding2D(padding=padding, name=name, dtype=self.dtype)
 
     def conv(self, filters: int, kernel_size: int, *, name: str, strides: int = 1, groups: int = 1) -> layers.Conv2D:
         conv_class = GroupedConv2D if groups > 1 else layers.Conv2D

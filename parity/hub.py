@@ -15,8 +15,8 @@ from typing import Callable, Mapping, Union
 
 import numpy as np
 
-from parity.layout import TRANSFORMS
-from parity.spec import Spec
+from parity.layout import TRANSFORMS, flatten_permutation
+from parity.spec import Dense, Spec
 from parity.weights import Param, Weights, WeightsError, schema, validate
 
 Replacement = Union[str, Callable[[re.Match], str]]
@@ -28,17 +28,22 @@ class NameTable:
 
     ``modules``: (regex on the canonical module path, replacement) pairs, applied in
     order with ``re.sub``; ``leaves``: role -> (native leaf name, transform name);
-    ``separator`` joins the native module path and leaf.
+    ``separator`` joins the native module path and leaf; ``flatten_order`` is the order in
+    which the framework flattens a feature map: "CHW" (NCHW frameworks, the canonical
+    order) or "HWC" (NHWC frameworks), whose dense weights after a flatten are permuted.
     """
 
     modules: tuple[tuple[str, Replacement], ...]
     leaves: Mapping[str, tuple[str, str]]
     separator: str = "."
+    flatten_order: str = "CHW"
 
     def __post_init__(self) -> None:
         unknown = {t for _, t in self.leaves.values()} - set(TRANSFORMS)
         if unknown:
             raise ValueError(f"unknown layout transforms {sorted(unknown)}; known: {sorted(TRANSFORMS)}")
+        if self.flatten_order not in ("CHW", "HWC"):
+            raise ValueError(f"flatten_order: expected 'CHW' or 'HWC', got {self.flatten_order!r}")
 
     def native_module(self, canonical_module: str) -> str:
         path = canonical_module
@@ -54,6 +59,26 @@ class NameTable:
         _, transform = self.leaves[param.role]
         return TRANSFORMS[transform][0](np.empty(param.shape, dtype=np.uint8)).shape
 
+    def to_native_array(self, param: Param, value: np.ndarray) -> np.ndarray:
+        """One canonical tensor in this framework's layout."""
+        permutation = self._flatten_permutation(param)
+        if permutation is not None:
+            value = value[:, permutation]
+        return TRANSFORMS[self.leaves[param.role][1]][0](value)
+
+    def to_canonical_array(self, param: Param, value: np.ndarray) -> np.ndarray:
+        """One native tensor in the canonical layout (a fresh array)."""
+        value = TRANSFORMS[self.leaves[param.role][1]][1](np.asarray(value))
+        permutation = self._flatten_permutation(param)
+        return value if permutation is None else value[:, np.argsort(permutation)]
+
+    def _flatten_permutation(self, param: Param) -> np.ndarray | None:
+        """For a dense weight fed by a flatten in an HWC-flattening framework: the input-axis permutation."""
+        layer = param.layer
+        if self.flatten_order == "CHW" or not isinstance(layer, Dense) or layer.flatten_from is None or param.leaf != "weight":
+            return None
+        return flatten_permutation(*layer.flatten_from)
+
     def rows(self, spec: Spec) -> list[tuple[str, str, tuple[int, ...], str]]:
         """(canonical name, native name, native shape, transform) for every tensor: the mapping as a table."""
         return [(p.name, self.native_name(p), self.native_shape(p), self.leaves[p.role][1]) for p in schema(spec).values()]
@@ -67,11 +92,7 @@ def to_native(
     Raises WeightsError (every offending key at once) before converting anything.
     """
     validate(weights, spec, dtype=dtype, allow_nonfinite=allow_nonfinite)
-    native = {}
-    for name, param in schema(spec).items():
-        _, transform = table.leaves[param.role]
-        native[table.native_name(param)] = TRANSFORMS[transform][0](weights[name])
-    return native
+    return {table.native_name(param): table.to_native_array(param, weights[name]) for name, param in schema(spec).items()}
 
 
 def from_native(spec: Spec, native: Mapping[str, np.ndarray], table: NameTable) -> Weights:
@@ -80,11 +101,7 @@ def from_native(spec: Spec, native: Mapping[str, np.ndarray], table: NameTable) 
     missing = [table.native_name(p) for p in params if table.native_name(p) not in native]
     if missing:
         raise WeightsError(f"the model lacks tensors that {spec.name} needs: {', '.join(missing)}")
-    weights: Weights = {}
-    for param in params:
-        _, transform = table.leaves[param.role]
-        weights[param.name] = TRANSFORMS[transform][1](np.asarray(native[table.native_name(param)]))
-    return weights
+    return {param.name: table.to_canonical_array(param, native[table.native_name(param)]) for param in params}
 
 
 def check_native_shapes(expected: Mapping[str, tuple[int, ...]], native: Mapping[str, np.ndarray]) -> None:

@@ -41,9 +41,14 @@ class BatchNorm:
 
 @dataclass(frozen=True)
 class Dense:
+    """A dense layer. ``flatten_from`` is the (C, H, W) feature map flattened into its input, if
+    any: the canonical weight's input axis is in NCHW flatten order (C, H, W), and NHWC
+    frameworks, which flatten in (H, W, C) order, see it permuted."""
+
     path: str
     in_features: int
     out_features: int
+    flatten_from: tuple[int, int, int] | None = None
 
 
 Layer = Union[Conv, BatchNorm, Dense]
@@ -162,6 +167,7 @@ class AnyNet:
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
     conv_bias: bool = True
+    input_size: tuple[int, int] = (96, 96)  # d2l trains on Fashion-MNIST resized to 96x96
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -215,7 +221,186 @@ class AnyNet:
         return (input_shape[0], self.num_classes)
 
 
-Spec = Union[AnyNet, ResNeXtBlock]
+@dataclass(frozen=True)
+class Inception:
+    """d2l's Inception block: four branches concatenated on the channel axis, each conv + ReLU.
+
+    b1: 1x1 (c1); b2: 1x1 (c2[0]) -> 3x3 pad 1 (c2[1]); b3: 1x1 (c3[0]) -> 5x5 pad 2 (c3[1]);
+    b4: 3x3 max-pool stride 1 pad 1 -> 1x1 (c4). Output channels c1 + c2[1] + c3[1] + c4.
+    """
+
+    in_channels: int
+    c1: int
+    c2: tuple[int, int]
+    c3: tuple[int, int]
+    c4: int
+    conv_bias: bool = True
+
+    name = "inception_block"
+
+    @property
+    def out_channels(self) -> int:
+        return self.c1 + self.c2[1] + self.c3[1] + self.c4
+
+    def layers(self, prefix: str = "") -> list[Layer]:
+        p = lambda name: _join(prefix, name)  # noqa: E731
+        c_in, bias = self.in_channels, self.conv_bias
+        return [
+            Conv(p("b1_1"), c_in, self.c1, 1, bias=bias),
+            Conv(p("b2_1"), c_in, self.c2[0], 1, bias=bias),
+            Conv(p("b2_2"), self.c2[0], self.c2[1], 3, padding=1, bias=bias),
+            Conv(p("b3_1"), c_in, self.c3[0], 1, bias=bias),
+            Conv(p("b3_2"), self.c3[0], self.c3[1], 5, padding=2, bias=bias),
+            Conv(p("b4_2"), c_in, self.c4, 1, bias=bias),
+        ]
+
+    def activation_points(self, prefix: str = "") -> list[str]:
+        """Each conv's output (before its ReLU), the max-pool, and the concatenated output."""
+        names = ["b1_1", "b2_1", "b2_2", "b3_1", "b3_2", "b4_1", "b4_2"]
+        return [_join(prefix, n) for n in names] + [prefix or "output"]
+
+    def output_shape(self, input_shape: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        n, _, h, w = input_shape
+        return (n, self.out_channels, h, w)
+
+
+@dataclass(frozen=True)
+class GoogLeNet:
+    """d2l's GoogLeNet: b1 (7x7 conv stride 2, max-pool), b2 (1x1, 3x3, max-pool), b3..b5 of Inception
+    blocks with max-pools between, global average pooling in b5, then a dense head.
+
+    Every max-pool is 3x3, stride 2, padding 1 (padded cells never win a max).
+    """
+
+    name: str = "googlenet"
+    in_channels: int = 1
+    num_classes: int = 10
+    conv_bias: bool = True
+    input_size: tuple[int, int] = (96, 96)
+
+    # (c1, (c2_1, c2_2), (c3_1, c3_2), c4) per Inception block, as in the book
+    B3 = ((64, (96, 128), (16, 32), 32), (128, (128, 192), (32, 96), 64))
+    B4 = (
+        (192, (96, 208), (16, 48), 64),
+        (160, (112, 224), (24, 64), 64),
+        (128, (128, 256), (24, 64), 64),
+        (112, (144, 288), (32, 64), 64),
+        (256, (160, 320), (32, 128), 128),
+    )
+    B5 = ((256, (160, 320), (32, 128), 128), (384, (192, 384), (48, 128), 128))
+
+    def inceptions(self) -> Iterator[tuple[str, Inception]]:
+        """(canonical path, block spec) of every Inception block, in execution order."""
+        in_channels = 192
+        for stage, blocks in (("b3", self.B3), ("b4", self.B4), ("b5", self.B5)):
+            for k, (c1, c2, c3, c4) in enumerate(blocks):
+                block = Inception(in_channels, c1, c2, c3, c4, self.conv_bias)
+                yield f"{stage}.{k}", block
+                in_channels = block.out_channels
+
+    def layers(self) -> list[Layer]:
+        bias = self.conv_bias
+        layers: list[Layer] = [
+            Conv("b1.conv", self.in_channels, 64, 7, 2, 3, bias=bias),
+            Conv("b2.conv1", 64, 64, 1, bias=bias),
+            Conv("b2.conv2", 64, 192, 3, padding=1, bias=bias),
+        ]
+        for path, block in self.inceptions():
+            layers += block.layers(path)
+        return layers + [Dense("head.fc", 1024, self.num_classes)]
+
+    def activation_points(self) -> list[str]:
+        points = ["b1.conv", "b1", "b2.conv1", "b2.conv2", "b2"]
+        for path, block in self.inceptions():
+            points += block.activation_points(path)
+            if path in ("b3.1", "b4.4"):
+                points.append(path.split(".")[0])  # the stage output, after its max-pool
+        return points + ["b5", "head.fc"]
+
+    def output_shape(self, input_shape: tuple[int, int, int, int]) -> tuple[int, int]:
+        return (input_shape[0], self.num_classes)
+
+
+@dataclass(frozen=True)
+class InceptionA:
+    """The "InceptionA" block of common PyTorch tutorials: four branches without ReLUs,
+    concatenated in the order 1x1 (16), 5x5 (16 -> 24), 3x3 (16 -> 24 -> 24), pool (24): 88 channels.
+
+    The pool branch is a 3x3 average pool, stride 1, padding 1, counting the padded
+    zeros (PyTorch's default), then a 1x1 conv.
+    """
+
+    in_channels: int
+
+    out_channels = 88
+    name = "inception_a_block"
+
+    def layers(self, prefix: str = "") -> list[Layer]:
+        p = lambda name: _join(prefix, name)  # noqa: E731
+        c = self.in_channels
+        return [
+            Conv(p("branch1x1"), c, 16, 1),
+            Conv(p("branch5x5_1"), c, 16, 1),
+            Conv(p("branch5x5_2"), 16, 24, 5, padding=2),
+            Conv(p("branch3x3_1"), c, 16, 1),
+            Conv(p("branch3x3_2"), 16, 24, 3, padding=1),
+            Conv(p("branch3x3_3"), 24, 24, 3, padding=1),
+            Conv(p("branch_pool"), c, 24, 1),
+        ]
+
+    def activation_points(self, prefix: str = "") -> list[str]:
+        """Each conv's output, the average pool (``branch_pool.avg``) and the concatenated output."""
+        names = ["branch1x1", "branch5x5_1", "branch5x5_2", "branch3x3_1", "branch3x3_2", "branch3x3_3", "branch_pool.avg", "branch_pool"]
+        return [_join(prefix, n) for n in names] + [prefix or "output"]
+
+    def output_shape(self, input_shape: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        n, _, h, w = input_shape
+        return (n, self.out_channels, h, w)
+
+
+@dataclass(frozen=True)
+class InceptionNet:
+    """The tutorials' MNIST net around InceptionA, input 1x28x28:
+    conv1 5x5 (10) -> max-pool 2 -> ReLU -> incep1 -> conv2 5x5 (20) -> max-pool 2 -> ReLU -> incep2
+    -> flatten (88 x 4 x 4 = 1408) -> fc (10). The flatten feeds a dense layer, so NCHW and NHWC
+    frameworks flatten in different orders (``Dense.flatten_from``).
+    """
+
+    name: str = "inception_mnist"
+    in_channels: int = 1
+    num_classes: int = 10
+    input_size: tuple[int, int] = (28, 28)
+
+    def layers(self) -> list[Layer]:
+        return [
+            Conv("conv1", self.in_channels, 10, 5),
+            *InceptionA(10).layers("incep1"),
+            Conv("conv2", 88, 20, 5),
+            *InceptionA(20).layers("incep2"),
+            Dense("fc", 1408, self.num_classes, flatten_from=(88, 4, 4)),
+        ]
+
+    def activation_points(self) -> list[str]:
+        """conv outputs, each conv's block output after max-pool and ReLU, both InceptionA blocks, fc."""
+        return ["conv1", "pool1", *InceptionA(10).activation_points("incep1"), "conv2", "pool2", *InceptionA(20).activation_points("incep2"), "fc"]
+
+    def output_shape(self, input_shape: tuple[int, int, int, int]) -> tuple[int, int]:
+        return (input_shape[0], self.num_classes)
+
+
+Spec = Union[AnyNet, ResNeXtBlock, Inception, GoogLeNet, InceptionA, InceptionNet]
+
+
+def spatial_size_problem(spec: Spec, height: int, width: int) -> str | None:
+    """Why ``spec`` cannot take an input of this spatial size, or None.
+
+    Strided 3x3 convs and pools with padding 1 map any size >= 1 to a size >= 1, so
+    only a net whose flatten feeds a fixed-size dense layer constrains the input.
+    """
+    if isinstance(spec, InceptionNet) and (height, width) != spec.input_size:
+        h, w = spec.input_size
+        return f"{spec.name} needs {h}x{w} inputs (its flatten feeds a dense layer of 88*4*4 = 1408 inputs)"
+    return None
 
 
 def block_path(stage: int, block: int) -> str:
@@ -237,10 +422,19 @@ def regnetx32() -> AnyNet:
     )
 
 
-SPECS = {"regnetx32": regnetx32}
+SPECS = {
+    "regnetx32": regnetx32,
+    "googlenet": GoogLeNet,
+    "inception_mnist": InceptionNet,
+    # the RegNetX family with torchvision's widths; parity.regnet_family imports this module, so it is imported on first use
+    **{
+        f"regnetx_{size}": lambda size=size: __import__("parity.regnet_family", fromlist=["regnetx"]).regnetx(size)
+        for size in ("200mf", "400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")
+    },
+}
 
 
-def get_spec(name: str) -> AnyNet:
+def get_spec(name: str) -> Spec:
     try:
         return SPECS[name]()
     except KeyError:

@@ -15,7 +15,7 @@ def run(capsys, *argv):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["compare", "regnetx33"], "unknown model 'regnetx33'; known models: regnetx32"),
+        (["compare", "regnetx33"], "unknown model 'regnetx33'; known models: googlenet, inception_mnist, regnetx32"),
         (["compare", "regnetx32", "--frameworks", "torch,caffe"], "unknown framework 'caffe'"),
         (["compare", "regnetx32", "--frameworks", "torch"], "needs at least two frameworks"),
         (["compare", "regnetx32", "--frameworks", "torch,torch"], "names a framework twice"),

@@ -69,3 +69,22 @@ def test_check_native_shapes_reports_every_disagreement():
 def test_a_table_naming_an_unknown_transform_is_rejected():
     with pytest.raises(ValueError, match="unknown layout transforms"):
         NameTable(modules=(), leaves={"conv.weight": ("kernel", "OIHW->IOHW")})
+
+
+def test_an_hwc_flattening_table_permutes_dense_weights_after_a_flatten_and_back():
+    from parity.layout import nchw_to_nhwc
+    from parity.spec import InceptionNet
+
+    spec = InceptionNet()
+    hwc = NameTable(modules=TABLE.modules, leaves=TABLE.leaves, separator="/", flatten_order="HWC")
+    w = canonical(spec)
+    native = to_native(spec, w, hwc, dtype="float32")
+    features = np.random.default_rng(3).standard_normal((2, 88, 4, 4)).astype(np.float32)
+    # the NHWC-flattened features through the native (in, out) kernel give the canonical logits
+    canonical_logits = features.reshape(2, -1) @ w["fc.weight"].T
+    native_logits = nchw_to_nhwc(features).reshape(2, -1) @ native["params/fc/kernel"]
+    assert np.allclose(native_logits, canonical_logits, rtol=1e-5, atol=1e-5)  # float32 sums of 1408 products, reordered
+    back = from_native(spec, native, hwc)
+    assert all(back[n].tobytes() == w[n].tobytes() for n in w)
+    # the CHW table leaves the same weight unpermuted
+    assert np.array_equal(to_native(spec, w, TABLE, dtype="float32")["params/fc/kernel"], w["fc.weight"].T)

@@ -36,3 +36,19 @@ def test_grouped_conv_equals_per_pixel_sum(stride, padding, groups, kernel):
 def test_conv_rejects_a_kernel_that_does_not_fit_the_groups():
     with pytest.raises(ValueError, match="groups=3"):
         conv2d(np.zeros((1, 8, 4, 4)), np.zeros((6, 4, 3, 3)), None, 1, 1, 3)
+
+
+def test_pools_against_a_direct_loop():
+    from parity.reference import avg_pool, max_pool
+
+    x = -np.abs(np.random.default_rng(1).standard_normal((1, 2, 5, 4)))  # negative: a zero pad would win a max
+    got_max, got_avg = max_pool(x, 3, 2, 1), avg_pool(x, 3, 1, 1)
+    for i in range(got_max.shape[2]):
+        for j in range(got_max.shape[3]):
+            rows, cols = slice(max(2 * i - 1, 0), 2 * i + 2), slice(max(2 * j - 1, 0), 2 * j + 2)
+            assert np.array_equal(got_max[0, :, i, j], x[0, :, rows, cols].max(axis=(1, 2)))
+    for i in range(5):
+        for j in range(4):
+            window = x[0, :, max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2]
+            # count_include_pad: always divided by 9; float64, 9 terms: ~1e-16
+            assert np.allclose(got_avg[0, :, i, j], window.sum(axis=(1, 2)) / 9, rtol=0, atol=1e-15)
