@@ -1,0 +1,286 @@
+"""torchvision's RegNetX checkpoints in and out of the canonical form.
+
+torchvision names a RegNetX's tensors by its own module tree
+(``trunk_output.block2.block2-0.f.b.0.weight``); the canonical form names them by
+the spec (``stages.1.blocks.0.conv2.weight``). Both use PyTorch's layouts, so the
+mapping is names only: ``TABLE``, a ``parity.hub.NameTable`` built from the data below.
+
+BatchNorm's ``num_batches_tracked`` is not part of the canonical form: it is checked
+and dropped on import, and written as 0 on export. It only matters to a BatchNorm
+with ``momentum=None`` (a cumulative average); torchvision's RegNets use 0.1.
+
+Files: safetensors (preferred; read without torch) or ``.pth``/``.pt``, which are read
+with ``torch.load(weights_only=True)``, so no pickled code runs. torch is imported
+inside the functions that need it: ``import parity`` imports no framework.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from parity.hub import NameTable
+from parity.regnet_family import REGNETX, SIZES, regnetx
+from parity.spec import AnyNet, BatchNorm
+from parity.weights import Param, Weights, WeightsError, schema, validate
+
+# canonical module -> torchvision module; a block's layers in torchvision's order (shortcut first)
+STEM = {"stem.conv": "stem.0", "stem.bn": "stem.1"}
+BLOCK = {
+    "conv4": "proj.0",
+    "bn4": "proj.1",
+    "conv1": "f.a.0",
+    "bn1": "f.a.1",
+    "conv2": "f.b.0",
+    "bn2": "f.b.1",
+    "conv3": "f.c.0",
+    "bn3": "f.c.1",
+}
+HEAD = {"head.fc": "fc"}
+BN_COUNTER = "num_batches_tracked"
+LEAVES = {
+    role: (role.split(".")[1], "identity")
+    for role in (
+        "conv.weight",
+        "batchnorm.weight",
+        "batchnorm.bias",
+        "batchnorm.running_mean",
+        "batchnorm.running_var",
+        "dense.weight",
+        "dense.bias",
+    )
+}
+
+
+def _stage_block(match: re.Match) -> str:
+    stage = int(match[1]) + 1
+    return f"trunk_output.block{stage}.block{stage}-{match[2]}"
+
+
+TABLE = NameTable(
+    modules=(
+        *((rf"^{re.escape(canonical)}$", native) for canonical, native in {**STEM, **HEAD}.items()),
+        *((rf"\.{canonical}$", f".{native}") for canonical, native in BLOCK.items()),
+        (r"^stages\.(\d+)\.blocks\.(\d+)", _stage_block),
+    ),
+    leaves=LEAVES,
+)
+
+# torchvision's model names; it has a builder for every size but 200MF
+MODELS = {f"regnet_x_{size}": size for size in SIZES}
+FILE_SUFFIXES = (".safetensors", ".pth", ".pt")
+
+Progress = Callable[[Iterable], Iterable]
+
+
+def spec_for(model: str) -> AnyNet:
+    """The spec of torchvision model ``model`` (``regnet_x_400mf``)."""
+    if model not in MODELS:
+        raise KeyError(f"unknown torchvision model {model!r}; known: {', '.join(MODELS)}")
+    return regnetx(MODELS[model])
+
+
+def model_for(spec: AnyNet) -> str:
+    """The torchvision name of a RegNetX spec (``regnetx_400mf`` -> ``regnet_x_400mf``)."""
+    for model, size in MODELS.items():
+        if regnetx(size) == spec:
+            return model
+    raise KeyError(f"{spec.name} is not a torchvision RegNetX; torchvision models: {', '.join(MODELS)}")
+
+
+def build_torchvision(model: str) -> Any:
+    """torchvision's own ``model`` with fresh random weights (never downloads), in eval mode.
+
+    torchvision has no ``regnet_x_200mf`` builder; that one is torchvision's ``RegNet``
+    class on the paper's parameters, the way its builders make the others.
+    """
+    import torchvision
+    from torchvision.models import regnet
+
+    spec_for(model)  # a KeyError naming the known models
+    if hasattr(torchvision.models, model):
+        return getattr(torchvision.models, model)(weights=None).eval()
+    p = REGNETX[MODELS[model]]
+    params = regnet.BlockParams.from_init_params(depth=p.depth, w_0=p.w0, w_a=p.wa, w_m=p.wm, group_width=p.group_width)
+    return regnet.RegNet(params).eval()
+
+
+def torchvision_order(spec: AnyNet) -> list[Param]:
+    """The spec's tensors in the order of torchvision's state_dict: each block's shortcut comes first."""
+    params = list(schema(spec).values())
+    modules = {module: rank for rank, module in enumerate(dict.fromkeys(_module_of(p) for p in params))}
+    layers = {layer: rank for rank, layer in enumerate(BLOCK)}
+    return sorted(params, key=lambda p: (modules[_module_of(p)], layers.get(p.layer.path.rsplit(".", 1)[-1], 0)))
+
+
+def _module_of(param: Param) -> str:
+    """A block layer's block (``stages.0.blocks.0``), or the layer itself."""
+    head, _, last = param.layer.path.rpartition(".")
+    return head if last in BLOCK else param.layer.path
+
+
+def expected_shapes(spec: AnyNet) -> dict[str, tuple[int, ...]]:
+    """Every key of a torchvision state_dict of ``spec`` with its shape, in torchvision's order,
+    ``num_batches_tracked`` included."""
+    shapes = {}
+    for param in torchvision_order(spec):
+        shapes[TABLE.native_name(param)] = param.shape
+        if isinstance(param.layer, BatchNorm) and param.leaf == "running_var":
+            shapes[f"{TABLE.native_module(param.layer.path)}.{BN_COUNTER}"] = ()
+    return shapes
+
+
+def state_dict_problems(state_dict: Mapping[str, Any], spec: AnyNet) -> list[str]:
+    """Every key of ``state_dict`` that is mis-shaped, missing or unexpected for ``spec`` (counters optional)."""
+    expected = expected_shapes(spec)
+    problems = [
+        f"{key!r}: expected shape {expected[key]}, got {tuple(value.shape)}"
+        for key, value in state_dict.items()
+        if key in expected and tuple(value.shape) != expected[key]
+    ]
+    problems += [
+        f"missing key {key!r} (expected shape {shape})"
+        for key, shape in expected.items()
+        if key not in state_dict and not key.endswith(BN_COUNTER)
+    ]
+    problems += [f"unexpected key {key!r}" for key in state_dict if key not in expected]
+    return problems
+
+
+def fitting_models(state_dict: Mapping[str, Any]) -> list[str]:
+    """The torchvision models whose state_dict ``state_dict`` fits."""
+    return [model for model in MODELS if not state_dict_problems(state_dict, spec_for(model))]
+
+
+def check_state_dict(state_dict: Mapping[str, Any], spec: AnyNet) -> None:
+    """Raise one WeightsError naming every offending key, and which model the state_dict does fit."""
+    problems = state_dict_problems(state_dict, spec)
+    if not problems:
+        return
+    fits = fitting_models(state_dict)
+    hint = f"; it fits {', '.join(fits)}" if fits else ""
+    raise WeightsError(f"state_dict does not fit {spec.name} ({len(problems)} problem{'s' if len(problems) > 1 else ''}{hint}):\n  " + "\n  ".join(problems))
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A numpy array of a torch tensor or array-like (never sharing a torch tensor's memory)."""
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy().copy()
+    return np.asarray(value)
+
+
+def state_dict_to_canonical(state_dict: Mapping[str, Any], spec: AnyNet, progress: Progress = iter) -> Weights:
+    """Canonical weights of a torchvision state_dict (torch tensors or numpy arrays).
+
+    Raises WeightsError naming every missing, unexpected, mis-shaped, mis-typed or
+    non-finite key before converting anything.
+    """
+    check_state_dict(state_dict, spec)
+    weights = {param.name: to_numpy(state_dict[TABLE.native_name(param)]) for param in progress(schema(spec).values())}
+    validate(weights, spec)
+    return weights
+
+
+def canonical_to_state_dict(weights: Mapping[str, np.ndarray], spec: AnyNet, progress: Progress = iter) -> dict[str, Any]:
+    """A torchvision state_dict (torch tensors, in torchvision's order) that ``load_state_dict(strict=True)`` accepts."""
+    import torch
+
+    validate(weights, spec)
+    state_dict = {}
+    for param in progress(torchvision_order(spec)):
+        state_dict[TABLE.native_name(param)] = torch.from_numpy(np.ascontiguousarray(weights[param.name])).clone()
+        if isinstance(param.layer, BatchNorm) and param.leaf == "running_var":
+            state_dict[f"{TABLE.native_module(param.layer.path)}.{BN_COUNTER}"] = torch.tensor(0, dtype=torch.int64)
+    return state_dict
+
+
+def check_suffix(path: str | os.PathLike, option: str) -> str:
+    """The file's suffix, if it is one this module reads and writes."""
+    suffix = Path(path).suffix
+    if suffix not in FILE_SUFFIXES:
+        raise ValueError(f"{option}: expected a {', '.join(FILE_SUFFIXES)} file, got {os.fspath(path)!r}")
+    return suffix
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """A state_dict from safetensors (numpy arrays, no torch needed) or .pth/.pt (``weights_only=True``).
+
+    A file that is not a state_dict raises WeightsError.
+    """
+    if check_suffix(path, "path") == ".safetensors":
+        return read_safetensors(path)
+    import pickle
+
+    import torch
+
+    try:
+        loaded = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise WeightsError(f"torch.load(weights_only=True) cannot read it: {str(error).splitlines()[0]}") from None
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        found = f"a mapping with keys {list(loaded)[:5]}" if isinstance(loaded, Mapping) else type(loaded).__name__
+        raise WeightsError(f"expected a state_dict (a mapping of names to tensors), got {found}")
+    return dict(loaded)
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file as numpy; a file that is not safetensors raises WeightsError."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return dict(load_file(os.fspath(path)))
+    except SafetensorError as error:
+        raise WeightsError(f"not a safetensors file ({error})") from None
+
+
+def write_state_dict(state_dict: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write a torchvision state_dict as safetensors, or with ``torch.save`` for .pth/.pt."""
+    if check_suffix(path, "path") == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(dict(state_dict), os.fspath(path))
+        return
+    import torch
+
+    torch.save(dict(state_dict), os.fspath(path))
+
+
+class TorchvisionBackend:
+    """torchvision's own RegNetX models behind the core of the backend contract (build, forward,
+    export_weights, load_weights), so that a conversion treats torchvision like any framework.
+    A built model carries its spec as ``model.spec``, as the torch backend's do."""
+
+    name = "torchvision"
+    layout = "NCHW"
+
+    def build(self, spec: AnyNet, seed: int = 0, dtype: str = "float32") -> Any:
+        """torchvision's model of ``spec`` in ``dtype``, initialised from ``seed`` without touching the global RNG."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_torchvision(model_for(spec)).to(getattr(torch, dtype))
+        model.spec = spec
+        return model
+
+    def forward(self, model: Any, x_nchw: np.ndarray) -> np.ndarray:
+        """Eval-mode logits."""
+        import torch
+
+        with torch.no_grad():
+            return model(torch.from_numpy(x_nchw)).numpy()
+
+    def export_weights(self, model: Any) -> Weights:
+        return state_dict_to_canonical(model.state_dict(), model.spec)
+
+    def load_weights(self, model: Any, weights: Mapping[str, np.ndarray]) -> None:
+        """Through a torchvision state_dict and ``load_state_dict(strict=True)``."""
+        model.load_state_dict(canonical_to_state_dict(weights, model.spec), strict=True)
+
+
+BACKEND = TorchvisionBackend()
