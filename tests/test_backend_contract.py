@@ -135,3 +135,39 @@ def test_an_input_too_small_for_a_flatten_is_refused_before_the_framework_sees_i
 def test_unknown_dtype_is_refused_at_build(framework):
     with pytest.raises(ValueError, match="dtype"):
         get_backend(framework).build(SMALL, seed=0, dtype="float16")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_export_load_export_is_bit_exact(framework, dtype):
+    backend = get_backend(framework)
+    weights = randomize_batchnorm(backend.export_weights(backend.build(SMALL, seed=3, dtype=dtype)), seed=4)
+    target = backend.build(SMALL, seed=0, dtype=dtype)
+    backend.load_weights(target, weights)
+    assert same_bits(backend.export_weights(target), weights)
+
+
+def test_exported_arrays_are_fresh_copies(framework, model):
+    backend = get_backend(framework)
+    first = backend.export_weights(model)
+    reference = {k: v.copy() for k, v in first.items()}
+    for value in first.values():
+        value[...] = 7
+    assert same_bits(backend.export_weights(model), reference)
+
+
+def test_read_only_arrays_load(framework):
+    """safetensors hands out read-only arrays; loading must not need to write to them."""
+    backend = get_backend(framework)
+    weights = good_weights(framework)
+    for value in weights.values():
+        value.flags.writeable = False
+    target = backend.build(SMALL, seed=0)
+    backend.load_weights(target, weights)
+    assert same_bits(backend.export_weights(target), weights)
+
+
+def test_build_is_deterministic_per_seed_and_differs_across_seeds(framework):
+    backend = get_backend(framework)
+    first, again, other = (backend.export_weights(backend.build(SMALL, seed=s)) for s in (11, 11, 12))
+    assert same_bits(first, again)
+    assert not np.array_equal(first["stem.conv.weight"], other["stem.conv.weight"])

@@ -11,7 +11,7 @@ import pytest
 
 import parity
 from parity import reference
-from parity.spec import GoogLeNet, Inception, InceptionA, InceptionNet
+from parity.spec import Inception, InceptionA
 from parity.weights import cast, count_parameters, schema
 
 pytest.importorskip("impl_mxnet.backend")
