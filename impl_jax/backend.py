@@ -8,12 +8,19 @@ BatchNorm). Its native tensor names are ``module path/collection/leaf``, e.g.
 Nothing here changes a model except ``load_weights``: eval-mode applies are
 immutable (``mutable=False``), and a train-mode apply makes ``batch_stats`` mutable
 only so that BatchNorm may use batch statistics, and discards the updated
-statistics it returns. Jitted functions are cached per (spec, dtype, mode), so new
-weights at the same input shape never retrace.
+statistics it returns. Jitted functions are cached per (spec, dtype, mode,
+``same_padding``), so new weights at the same input shape never retrace.
+
+``VARIANTS`` are naive ports, each a real model with one classic porting pitfall:
+``same_padding`` builds the linen modules with Flax's ``'SAME'`` (a different
+network, so it has its own compiled forward and activations); ``unpermuted_flatten``
+and ``untransposed_kernel`` are the faithful network loaded (and exported) through
+a naive weight mapping, so they share the faithful model's compiled functions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -30,7 +37,7 @@ from parity import spec as specs
 from parity.backends import DTYPES, SummaryRow, check_input
 from parity.hub import NameTable, check_native_shapes, from_native, to_native
 from parity.layout import nchw_to_nhwc, nhwc_shape_to_nchw, nhwc_to_nchw
-from parity.weights import Weights
+from parity.weights import Param, Weights, schema
 
 name = "jax"
 layout = "NHWC"
@@ -57,36 +64,84 @@ TABLE = NameTable(
     separator="/",
     flatten_order="HWC",
 )
+# A naive port's mapping: the dense weight after a flatten keeps PyTorch's (C, H, W) input order.
+UNPERMUTED_FLATTEN_TABLE = dataclasses.replace(TABLE, flatten_order="CHW")
+
+VARIANTS = {
+    "same_padding": "d2l's JAX code: Flax's padding='SAME' in every padded conv and pool instead of explicit "
+    "symmetric padding; at stride 2 on an even size it pads bottom/right only",
+    "unpermuted_flatten": "the dense weight after the flatten copied in NCHW (C, H, W) input order, not permuted "
+    "to Flax's (H, W, C) flatten",
+    "untransposed_kernel": "OIHW kernels turned into (kh, kw, O, I/groups) by transpose(2, 3, 0, 1) wherever that "
+    "shape equals HWIO's (O == I/groups): input and output channels swapped",
+}
 
 _INIT_SIZE = 8
 _BLOCK_OUTPUT = "output"
 
 
-def table(spec: specs.Spec) -> NameTable:
-    """The name table for ``spec``: one set of rules serves every spec in Flax."""
-    return TABLE
+def table(spec: specs.Spec, variant: str | None = None) -> NameTable:
+    """The name table for ``spec``: one set of rules serves every spec in Flax (``unpermuted_flatten``: its naive one)."""
+    return UNPERMUTED_FLATTEN_TABLE if variant == "unpermuted_flatten" else TABLE
 
 
 @dataclass
 class FlaxModel:
-    """A built model: what ``spec`` computes in ``dtype`` with ``variables`` (``params``, ``batch_stats``)."""
+    """A built model: what ``spec`` computes in ``dtype`` with ``variables`` (``params``, ``batch_stats``),
+    faithfully or as the naive port ``variant``."""
 
     spec: specs.Spec
     dtype: str
     variables: dict[str, Any]
+    variant: str | None = None
+
+    @property
+    def same_padding(self) -> bool:
+        return self.variant == "same_padding"
 
 
-def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32") -> FlaxModel:
-    """The model for ``spec`` in ``dtype``, initialised from ``jax.random.PRNGKey(seed)``."""
+def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str | None = None) -> FlaxModel:
+    """The model for ``spec`` in ``dtype``, initialised from ``jax.random.PRNGKey(seed)``; ``variant``: a naive
+    port from ``VARIANTS``.
+
+    No variant changes a parameter's name, shape or initialiser (padding has no parameters), so every
+    variant starts from the faithful model's variables for the seed, from one compiled ``init``.
+    """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    return FlaxModel(spec, dtype, _init(spec, dtype)(jax.random.PRNGKey(seed), _init_input(spec, dtype)))
+    _check_variant(spec, variant)
+    return FlaxModel(spec, dtype, _init(spec, dtype)(jax.random.PRNGKey(seed), _init_input(spec, dtype)), variant)
+
+
+def _check_variant(spec: specs.Spec, variant: str | None) -> None:
+    """Raise ValueError unless ``variant`` is None or a known variant that changes what ``spec`` computes."""
+    if variant is None:
+        return
+    known = ", ".join(VARIANTS)
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be None or one of {known}; got {variant!r}")
+    problem = _variant_problem(spec, variant)
+    if problem:
+        raise ValueError(f"variant {variant!r} does not apply to {spec.name}: {problem} (variants: {known})")
+
+
+def _variant_problem(spec: specs.Spec, variant: str) -> str | None:
+    layers = spec.layers()
+    strided_padding = any(isinstance(layer, specs.Conv) and layer.padding and layer.stride > 1 for layer in layers)
+    if variant == "same_padding" and not strided_padding:
+        return "none of its padded convs strides, and 'SAME' pads a stride-1 layer symmetrically, as the spec does"
+    flatten = any(isinstance(layer, specs.Dense) and layer.flatten_from for layer in layers)
+    if variant == "unpermuted_flatten" and not flatten:
+        return "no dense layer follows a flatten"
+    if variant == "untransposed_kernel" and not _square_kernels(spec):
+        return "no conv has out channels == in channels / groups, so the wrong transpose would fail every shape check"
+    return None
 
 
 def forward(model: FlaxModel, x_nchw: np.ndarray, train: bool = False) -> np.ndarray:
     """Logits (nets) or the NCHW feature map (blocks); ``train`` makes BatchNorm use batch statistics."""
     x = check_input(model.spec, x_nchw, model.dtype)
-    return _to_nchw(_forward(model.spec, model.dtype, train)(model.variables, nchw_to_nhwc(x)))
+    return _to_nchw(_forward(model.spec, model.dtype, train, model.same_padding)(model.variables, nchw_to_nhwc(x)))
 
 
 def layer_summary(model: FlaxModel, input_shape: tuple[int, ...]) -> list[SummaryRow]:
@@ -97,7 +152,7 @@ def layer_summary(model: FlaxModel, input_shape: tuple[int, ...]) -> list[Summar
     """
     zeros = np.zeros(nhwc_shape_to_nchw(tuple(input_shape)), model.dtype)
     x = jax.ShapeDtypeStruct(nchw_to_nhwc(check_input(model.spec, zeros, model.dtype)).shape, model.dtype)
-    bound = _module(model.spec, model.dtype, training=False).bind(model.variables)
+    bound = _bound(model)
     rows = []
     for group, layer in _top_level_layers(model.spec, bound):
         x = jax.eval_shape(layer, x)
@@ -122,22 +177,72 @@ def _top_level_layers(spec: specs.Spec, bound: nn.Module) -> list[tuple[str, nn.
 
 
 def export_weights(model: FlaxModel) -> Weights:
-    """Canonical weights: fresh numpy copies (the layout transforms copy) of every parameter and running statistic."""
-    return from_native(model.spec, {key: np.asarray(value) for key, value in _tensors(model.variables).items()}, table(model.spec))
+    """Canonical weights: fresh numpy copies (the layout transforms copy) of every parameter and running statistic.
+
+    A variant exports through its own naive mapping, so that its export and load are inverses.
+    """
+    native = {key: np.asarray(value) for key, value in _tensors(model.variables).items()}
+    model_table = table(model.spec, model.variant)
+    weights = from_native(model.spec, native, model_table)
+    if model.variant == "untransposed_kernel":
+        weights.update({p.name: _untransposed(native[model_table.native_name(p)]) for p in _square_kernels(model.spec)})
+    return weights
 
 
 def load_weights(model: FlaxModel, weights: Mapping[str, np.ndarray], allow_nonfinite: bool = False) -> None:
     """Validate everything first (WeightsError listing every problem), then replace all variables at once."""
-    native = to_native(model.spec, weights, table(model.spec), dtype=model.dtype, allow_nonfinite=allow_nonfinite)
+    model_table = table(model.spec, model.variant)
+    native = to_native(model.spec, weights, model_table, dtype=model.dtype, allow_nonfinite=allow_nonfinite)
+    if model.variant == "untransposed_kernel":
+        native.update({model_table.native_name(p): _untransposed(weights[p.name]) for p in _square_kernels(model.spec)})
     check_native_shapes({key: value.shape for key, value in _tensors(model.variables).items()}, native)
     model.variables = _variables({key: jnp.asarray(value) for key, value in native.items()})
+
+
+def _square_kernels(spec: specs.Spec) -> list[Param]:
+    """The conv weights whose naive (kh, kw, O, I/groups) layout has HWIO's shape: O == I/groups."""
+    return [p for p in schema(spec).values() if p.role == "conv.weight" and p.shape[0] == p.shape[1]]
+
+
+def _untransposed(kernel: np.ndarray) -> np.ndarray:
+    """The classic wrong transpose (2, 3, 0, 1): OIHW -> (kh, kw, O, I/groups); it is its own inverse."""
+    return np.array(np.transpose(kernel, (2, 3, 0, 1)), order="C")
 
 
 def activations(model: FlaxModel, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
     """Eval-mode outputs of every ``spec.activation_points()`` module, from Flax's captured intermediates."""
     x = check_input(model.spec, x_nchw, model.dtype)
-    outputs = _activations(model.spec, model.dtype)(model.variables, nchw_to_nhwc(x))
+    outputs = _activations(model.spec, model.dtype, model.same_padding)(model.variables, nchw_to_nhwc(x))
     return {key: _to_nchw(outputs[key]) for key in model.spec.activation_points()}
+
+
+def structure(model: FlaxModel) -> dict[str, tuple[int, int]]:
+    """(trainable parameters, conv groups; 1 for BatchNorm and dense) of every parameterised layer of the spec,
+    read from the bound linen module at the layer's native path and from its variables."""
+    bound = _bound(model)
+    model_table = table(model.spec, model.variant)
+    result = {}
+    for layer in model.spec.layers():
+        module = _submodule(bound, model_table.native_module(layer.path))
+        params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(module.variables.get("params", {})))
+        result[layer.path] = (int(params), getattr(module, "feature_group_count", 1))
+    return result
+
+
+def _bound(model: FlaxModel) -> nn.Module:
+    """The model's eval-mode linen module bound to its variables."""
+    return _module(model.spec, model.dtype, training=False, same_padding=model.same_padding).bind(model.variables)
+
+
+def _submodule(module: nn.Module, native_path: str) -> nn.Module:
+    """The bound submodule at ``native_path`` (``net/stages_0/blocks_1/conv2``): a Sequential's layers by name,
+    other modules' submodules by attribute."""
+    for name in native_path.split("/"):
+        if isinstance(module, nn.Sequential):
+            module = {getattr(layer, "name", None): layer for layer in module.layers}[name]
+        else:
+            module = getattr(module, name)
+    return module
 
 
 def _tensors(variables: Mapping[str, Any]) -> dict[str, jax.Array]:
@@ -166,17 +271,18 @@ _CACHED_SPECS = 32
 
 
 @functools.lru_cache(maxsize=_CACHED_SPECS)
-def _module(spec: specs.Spec, dtype: str, training: bool) -> nn.Module:
-    """The linen module for ``spec``; ``training`` only matters to BatchNorm (AnyNet, ResNeXtBlock)."""
+def _module(spec: specs.Spec, dtype: str, training: bool, same_padding: bool) -> nn.Module:
+    """The linen module for ``spec``; ``training`` only matters to BatchNorm (AnyNet, ResNeXtBlock), and
+    ``same_padding`` to the specs ``_check_variant`` lets it apply to."""
     dtype = jnp.dtype(dtype)
     if isinstance(spec, specs.AnyNet):
-        return AnyNet(spec, training=training, dtype=dtype)
+        return AnyNet(spec, same_padding=same_padding, training=training, dtype=dtype)
     if isinstance(spec, specs.ResNeXtBlock):
-        return ResNeXtBlock.from_spec(spec, training=training, dtype=dtype)
+        return ResNeXtBlock.from_spec(spec, same_padding=same_padding, training=training, dtype=dtype)
     if isinstance(spec, specs.GoogLeNet):
-        return GoogLeNet(spec, dtype=dtype)
+        return GoogLeNet(spec, same_padding=same_padding, dtype=dtype)
     if isinstance(spec, specs.Inception):
-        return Inception.from_spec(spec, dtype=dtype)
+        return Inception.from_spec(spec, same_padding=same_padding, dtype=dtype)
     if isinstance(spec, specs.InceptionNet):
         return InceptionNet(spec.num_classes, dtype=dtype)
     if isinstance(spec, specs.InceptionA):
@@ -194,13 +300,15 @@ def _init_input(spec: specs.Spec, dtype: str) -> jax.Array:
 def _init(spec: specs.Spec, dtype: str) -> Callable[..., Any]:
     """``init`` compiled without LLVM optimisation: one random-number kernel per parameter makes the
     optimised compile slow (GoogLeNet: ~2x longer), and init runs once per build on a tiny input."""
-    lowered = jax.jit(_module(spec, dtype, training=False).init).lower(jax.random.PRNGKey(0), _init_input(spec, dtype))
+    lowered = jax.jit(_module(spec, dtype, training=False, same_padding=False).init).lower(
+        jax.random.PRNGKey(0), _init_input(spec, dtype)
+    )
     return lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
 
 
 @functools.lru_cache(maxsize=2 * _CACHED_SPECS)
-def _forward(spec: specs.Spec, dtype: str, train: bool) -> Callable[[Any, np.ndarray], jax.Array]:
-    module = _module(spec, dtype, train)
+def _forward(spec: specs.Spec, dtype: str, train: bool, same_padding: bool) -> Callable[[Any, np.ndarray], jax.Array]:
+    module = _module(spec, dtype, training=train, same_padding=same_padding)
 
     def apply(variables: Any, x: jax.Array) -> jax.Array:
         if not train:
@@ -212,8 +320,8 @@ def _forward(spec: specs.Spec, dtype: str, train: bool) -> Callable[[Any, np.nda
 
 
 @functools.lru_cache(maxsize=2 * _CACHED_SPECS)
-def _activations(spec: specs.Spec, dtype: str) -> Callable[[Any, np.ndarray], dict[str, jax.Array]]:
-    module = _module(spec, dtype, training=False)
+def _activations(spec: specs.Spec, dtype: str, same_padding: bool) -> Callable[[Any, np.ndarray], dict[str, jax.Array]]:
+    module = _module(spec, dtype, training=False, same_padding=same_padding)
     native = {key: _native_module(key) for key in spec.activation_points()}
 
     def capture(variables: Any, x: jax.Array) -> dict[str, jax.Array]:

@@ -4,7 +4,7 @@ Read ``Inception`` and ``GoogLeNet`` side by side with d2l-en
 ``chapter_convolutional-modern/googlenet.md`` (its JAX tab), and ``InceptionA`` and
 ``InceptionNet`` with the PyTorch tutorials' ``InceptionA``/``Net``. Unlike the book,
 every padding is explicit and symmetric (Flax's ``'same'`` pads only bottom/right
-at stride 2), pools are named modules so that their outputs can be inspected, and
+at stride 2; ``same_padding=True`` builds the book's ``'same'``, a naive port), pools are named modules so that their outputs can be inspected, and
 every layer computes in ``dtype``. Branches are concatenated on the channel axis,
 the last one in NHWC.
 """
@@ -18,26 +18,25 @@ from typing import Any, Iterable
 import jax.numpy as jnp
 from flax import linen as nn
 
-from impl_jax.models import GlobalAvgPool2D, Sequential, conv
+from impl_jax.models import GlobalAvgPool2D, Padding, Sequential, conv, flax_padding, padding
 from parity import spec as specs
 
 Dtype = Any
 
 
 class MaxPool2D(nn.Module):
-    """A square max-pool, padded with ``padding`` cells on every side.
+    """A square max-pool, padded with ``padding`` cells on every side (or Flax's ``'SAME'``).
 
     Flax pads a max-pool with -inf, so a padded cell never wins a max, as in PyTorch.
     """
 
     window: int
     strides: int
-    padding: int = 0
+    padding: Padding = 0
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        p = self.padding
         window, strides = (self.window, self.window), (self.strides, self.strides)
-        return nn.max_pool(x, window, strides=strides, padding=((p, p), (p, p)))
+        return nn.max_pool(x, window, strides=strides, padding=flax_padding(self.padding))
 
 
 class AvgPool2D(nn.Module):
@@ -69,7 +68,8 @@ class Inception(nn.Module, kw_only=True):
     """d2l's Inception block: four branches, each conv followed by ReLU, concatenated on channels.
 
     ``c1`` -- ``c4`` are the output channels of each branch; the input channels are
-    those of the input it is initialised with.
+    those of the input it is initialised with. ``same_padding``: Flax's ``'SAME'`` in
+    every padded conv and pool (the ``same_padding`` variant; at stride 1 it pads symmetrically).
     """
 
     c1: int
@@ -77,11 +77,12 @@ class Inception(nn.Module, kw_only=True):
     c3: tuple[int, int]
     c4: int
     conv_bias: bool = True
+    same_padding: bool = False
     dtype: Dtype = jnp.float32
 
     @classmethod
     def from_spec(cls, block: specs.Inception, **kwargs: Any) -> Inception:
-        """The block ``block`` describes; ``kwargs``: dtype, name, parent."""
+        """The block ``block`` describes; ``kwargs``: same_padding, dtype, name, parent."""
         return cls(c1=block.c1, c2=block.c2, c3=block.c3, c4=block.c4, conv_bias=block.conv_bias, **kwargs)
 
     def setup(self) -> None:
@@ -90,13 +91,16 @@ class Inception(nn.Module, kw_only=True):
         self.b1_1 = conv(self.c1, 1, **options)
         # Branch 2
         self.b2_1 = conv(self.c2[0], 1, **options)
-        self.b2_2 = conv(self.c2[1], 3, padding=1, **options)
+        self.b2_2 = conv(self.c2[1], 3, padding=self.pad(1), **options)
         # Branch 3
         self.b3_1 = conv(self.c3[0], 1, **options)
-        self.b3_2 = conv(self.c3[1], 5, padding=2, **options)
+        self.b3_2 = conv(self.c3[1], 5, padding=self.pad(2), **options)
         # Branch 4
-        self.b4_1 = MaxPool2D(window=3, strides=1, padding=1)
+        self.b4_1 = MaxPool2D(window=3, strides=1, padding=self.pad(1))
         self.b4_2 = conv(self.c4, 1, **options)
+
+    def pad(self, amount: int) -> Padding:
+        return padding(amount, self.same_padding)
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         b1 = nn.relu(self.b1_1(x))
@@ -106,9 +110,9 @@ class Inception(nn.Module, kw_only=True):
         return concat_channels((b1, b2, b3, b4))
 
 
-def max_pool_3x3_s2() -> MaxPool2D:
-    """GoogLeNet's downsampling: 3x3, stride 2, padding 1."""
-    return MaxPool2D(window=3, strides=2, padding=1, parent=None, name="pool")
+def max_pool_3x3_s2(same_padding: bool = False) -> MaxPool2D:
+    """GoogLeNet's downsampling: 3x3, stride 2, padding 1 (or Flax's ``'SAME'``)."""
+    return MaxPool2D(window=3, strides=2, padding=padding(1, same_padding), parent=None, name="pool")
 
 
 class GoogLeNet(nn.Module):
@@ -117,9 +121,11 @@ class GoogLeNet(nn.Module):
     The book's ``net`` holds its final ``Dense`` directly; here it sits in ``head``
     (as ``head/fc``) because its canonical name, shared with AnyNet, is ``head.fc``.
     The layer summary shows it as the book does, as the last top-level layer.
+    ``same_padding``: Flax's ``'SAME'`` in every padded conv and pool (the ``same_padding`` variant).
     """
 
     spec: specs.GoogLeNet = dataclasses.field(default_factory=specs.GoogLeNet)
+    same_padding: bool = False
     dtype: Dtype = jnp.float32
 
     def setup(self) -> None:
@@ -129,19 +135,35 @@ class GoogLeNet(nn.Module):
             [self.b1(), self.b2(), self.b3(blocks["b3"]), self.b4(blocks["b4"]), self.b5(blocks["b5"]), self.head()]
         )
 
-    def spec_conv(self, features: int, kernel_size: int, name: str, **kwargs: Any) -> nn.Conv:
-        """A convolution with the spec's bias, in the model's dtype."""
-        return conv(features, kernel_size, use_bias=self.spec.conv_bias, dtype=self.dtype, name=name, **kwargs)
+    def spec_conv(self, features: int, kernel_size: int, name: str, *, padding: int = 0, **kwargs: Any) -> nn.Conv:
+        """A convolution with the spec's bias, in the model's dtype, padded as the model pads."""
+        return conv(
+            features,
+            kernel_size,
+            padding=self.pad(padding),
+            use_bias=self.spec.conv_bias,
+            dtype=self.dtype,
+            name=name,
+            **kwargs,
+        )
+
+    def pad(self, amount: int) -> Padding:
+        return padding(amount, self.same_padding)
+
+    def pool(self) -> MaxPool2D:
+        return max_pool_3x3_s2(self.same_padding)
 
     def inceptions(self, blocks: Iterable[specs.Inception]) -> list[Inception]:
         return [
-            Inception.from_spec(block, dtype=self.dtype, parent=None, name=f"inception_{k}")
+            Inception.from_spec(
+                block, same_padding=self.same_padding, dtype=self.dtype, parent=None, name=f"inception_{k}"
+            )
             for k, block in enumerate(blocks)
         ]
 
     def b1(self) -> Sequential:
         return Sequential(
-            [self.spec_conv(64, 7, "conv", strides=2, padding=3), nn.relu, max_pool_3x3_s2()], parent=None, name="b1"
+            [self.spec_conv(64, 7, "conv", strides=2, padding=3), nn.relu, self.pool()], parent=None, name="b1"
         )
 
     def b2(self) -> Sequential:
@@ -151,17 +173,17 @@ class GoogLeNet(nn.Module):
                 nn.relu,
                 self.spec_conv(192, 3, "conv2", padding=1),
                 nn.relu,
-                max_pool_3x3_s2(),
+                self.pool(),
             ],
             parent=None,
             name="b2",
         )
 
     def b3(self, blocks: Iterable[specs.Inception]) -> Sequential:
-        return Sequential([*self.inceptions(blocks), max_pool_3x3_s2()], parent=None, name="b3")
+        return Sequential([*self.inceptions(blocks), self.pool()], parent=None, name="b3")
 
     def b4(self, blocks: Iterable[specs.Inception]) -> Sequential:
-        return Sequential([*self.inceptions(blocks), max_pool_3x3_s2()], parent=None, name="b4")
+        return Sequential([*self.inceptions(blocks), self.pool()], parent=None, name="b4")
 
     def b5(self, blocks: Iterable[specs.Inception]) -> Sequential:
         return Sequential([*self.inceptions(blocks), GlobalAvgPool2D(parent=None, name="pool")], parent=None, name="b5")

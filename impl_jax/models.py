@@ -3,7 +3,8 @@
 Read side by side with d2l-en ``chapter_convolutional-modern/resnet.md``
 (``ResNeXtBlock``) and ``cnn-design.md`` (``AnyNet``, ``RegNetX32``). Unlike the
 book, every numeric choice comes from the spec: symmetric explicit padding (Flax's
-``'same'`` pads only bottom/right at stride 2), BatchNorm epsilon and momentum, the
+``'same'`` pads only bottom/right at stride 2; ``same_padding=True`` builds the
+book's ``'same'``, a naive port), BatchNorm epsilon and momentum, the
 conv bias, and ``dtype`` for both computation and parameters. Every submodule has
 an explicit name, so parameters live at readable paths such as
 ``params/net/stages_0/blocks_1/conv2/kernel``.
@@ -29,6 +30,7 @@ from parity import spec as specs
 jax.config.update("jax_enable_x64", True)
 
 Dtype = Any
+Padding = int | str
 
 
 class Sequential(nn.Sequential):
@@ -43,23 +45,34 @@ class Sequential(nn.Sequential):
     preserve_adopted_names = True
 
 
+def padding(amount: int, same: bool) -> Padding:
+    """``amount`` zeros on every side or, for a padded layer of a naive port (``same``), Flax's own
+    ``'SAME'`` as in d2l's JAX code, which at stride 2 on an even size pads only the bottom/right."""
+    return "SAME" if same and amount else amount
+
+
+def flax_padding(padding: Padding) -> str | tuple[tuple[int, int], tuple[int, int]]:
+    """Flax's ``padding`` argument: an int pads that many zeros on every side, a string is Flax's own mode."""
+    return padding if isinstance(padding, str) else ((padding, padding), (padding, padding))
+
+
 def conv(
     features: int,
     kernel_size: int,
     *,
     strides: int = 1,
-    padding: int = 0,
+    padding: Padding = 0,
     groups: int = 1,
     use_bias: bool,
     dtype: Dtype,
     name: str | None = None,
 ) -> nn.Conv:
-    """A square convolution with ``padding`` zeros on every side."""
+    """A square convolution with ``padding`` zeros on every side (or Flax's ``'SAME'``)."""
     return nn.Conv(
         features,
         kernel_size=(kernel_size, kernel_size),
         strides=(strides, strides),
-        padding=((padding, padding), (padding, padding)),
+        padding=flax_padding(padding),
         feature_group_count=groups,
         use_bias=use_bias,
         dtype=dtype,
@@ -105,7 +118,8 @@ class ResNeXtBlock(nn.Module, kw_only=True):
     """The ResNeXt block: 1x1 -> grouped 3x3 (stride) -> 1x1, plus an identity or 1x1 shortcut.
 
     ``group_width`` is the number of channels per group (d2l calls it ``groups``);
-    the 3x3 convolution has ``bot_channels // group_width`` groups.
+    the 3x3 convolution has ``bot_channels // group_width`` groups. ``same_padding``
+    pads it with Flax's ``'SAME'`` as d2l's JAX code does (the ``same_padding`` variant).
     """
 
     num_channels: int
@@ -116,12 +130,13 @@ class ResNeXtBlock(nn.Module, kw_only=True):
     conv_bias: bool = True
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
+    same_padding: bool = False
     training: bool = False
     dtype: Dtype = jnp.float32
 
     @classmethod
     def from_spec(cls, block: specs.ResNeXtBlock, **kwargs: Any) -> ResNeXtBlock:
-        """The block ``block`` describes; ``kwargs``: training, dtype, name, parent.
+        """The block ``block`` describes; ``kwargs``: same_padding, training, dtype, name, parent.
 
         Its input channels are those of the input it is initialised with.
         """
@@ -142,7 +157,12 @@ class ResNeXtBlock(nn.Module, kw_only=True):
         options = dict(use_bias=self.conv_bias, dtype=self.dtype)
         self.conv1 = conv(bot_channels, 1, **options)
         self.conv2 = conv(
-            bot_channels, 3, strides=self.strides, padding=1, groups=bot_channels // self.group_width, **options
+            bot_channels,
+            3,
+            strides=self.strides,
+            padding=padding(1, self.same_padding),
+            groups=bot_channels // self.group_width,
+            **options,
         )
         self.conv3 = conv(self.num_channels, 1, **options)
         self.bn1 = self.batch_norm()
@@ -167,9 +187,13 @@ class ResNeXtBlock(nn.Module, kw_only=True):
 
 
 class AnyNet(nn.Module):
-    """d2l's AnyNet: ``net`` = Sequential(stem, stages_0, stages_1, ..., head)."""
+    """d2l's AnyNet: ``net`` = Sequential(stem, stages_0, stages_1, ..., head).
+
+    ``same_padding``: Flax's ``'SAME'`` in every padded conv (the ``same_padding`` variant).
+    """
 
     spec: specs.AnyNet
+    same_padding: bool = False
     training: bool = False
     dtype: Dtype = jnp.float32
 
@@ -187,7 +211,13 @@ class AnyNet(nn.Module):
         return Sequential(
             [
                 conv(
-                    num_channels, 3, strides=2, padding=1, use_bias=self.spec.conv_bias, dtype=self.dtype, name="conv"
+                    num_channels,
+                    3,
+                    strides=2,
+                    padding=padding(1, self.same_padding),
+                    use_bias=self.spec.conv_bias,
+                    dtype=self.dtype,
+                    name="conv",
                 ),
                 batch_norm(
                     training=self.training,
@@ -206,7 +236,14 @@ class AnyNet(nn.Module):
         """Stage ``index`` from its blocks' specs (``AnyNet.blocks()``: the first one projects and strides)."""
         return Sequential(
             [
-                ResNeXtBlock.from_spec(block, training=self.training, dtype=self.dtype, parent=None, name=f"blocks_{j}")
+                ResNeXtBlock.from_spec(
+                    block,
+                    same_padding=self.same_padding,
+                    training=self.training,
+                    dtype=self.dtype,
+                    parent=None,
+                    name=f"blocks_{j}",
+                )
                 for j, block in enumerate(blocks)
             ],
             parent=None,

@@ -6,9 +6,16 @@ the names differ. Native names are the ``collect_params()`` keys, which the expl
 prefixes in ``impl_mxnet.models`` and ``impl_mxnet.googlenet`` make predictable:
 ``stages.1.blocks.0.conv2.weight`` is ``stage1_block0_conv2_weight``,
 ``b3.0.b2_2.weight`` is ``b3_0_b2_2_weight``.
+
+The ``d2l_stage_bug`` variant is the book's AnyNet as its MXNet code really builds it.
+Its later blocks have other tensors than the spec says, so its weights are checked and
+exported against the layers the model really has (``AsBuilt``), not the spec's: canonical
+weights of the spec do not load into it, and its own weights round-trip.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import mxnet as mx
 import numpy as np
@@ -23,6 +30,12 @@ from parity.weights import Weights
 name = "mxnet"
 layout = "NCHW"
 extra = "mxnet"
+
+VARIANTS = {
+    "d2l_stage_bug": "d2l's MXNet AnyNet.stage calls ResNeXtBlock(num_channels, num_channels, groups, bot_mul): "
+    "every block after a stage's first gets a `groups` times wider bottleneck and a projection shortcut, "
+    "with the same output shapes",
+}
 
 TABLE = hub.NameTable(
     modules=((r"^stages\.(\d+)\.blocks\.(\d+)", r"stage\1_block\2"), (r"\.", "_")),
@@ -60,19 +73,61 @@ MODELS = {
 POOLED_POINTS = ("head.pool", "b5")
 
 
-def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32") -> Model:
-    """A Gluon model for ``spec``, Xavier-initialised from ``seed`` (biases 0, BatchNorm 1/0/0/1), in ``dtype``."""
+@dataclasses.dataclass(frozen=True)
+class AsBuilt:
+    """The canonical layers a variant model really has, in the form ``parity.weights.schema`` reads."""
+
+    name: str
+    built_layers: tuple[specs.Layer, ...]
+
+    def layers(self) -> list[specs.Layer]:
+        return list(self.built_layers)
+
+
+def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str | None = None) -> Model:
+    """A Gluon model for ``spec``, Xavier-initialised from ``seed`` (biases 0, BatchNorm 1/0/0/1), in ``dtype``;
+    ``variant`` is one of ``VARIANTS`` or None."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if type(spec) not in MODELS:
         known = ", ".join(cls.__name__ for cls in MODELS)
         raise TypeError(f"spec: expected one of parity.spec.{{{known}}}, got {type(spec).__name__}")
-    model = MODELS[type(spec)](spec, prefix="")
+    _check_variant(spec, variant)
+    if variant == "d2l_stage_bug":
+        model = AnyNet(spec, d2l_stage_bug=True, prefix="")
+    else:
+        model = MODELS[type(spec)](spec, prefix="")
     mx.random.seed(seed)
     model.initialize(mx.init.Xavier())
     model.cast(dtype)
     model.dtype = dtype
+    model.variant = variant
     return model
+
+
+def _check_variant(spec: specs.Spec, variant: str | None) -> None:
+    if variant is None:
+        return
+    if variant not in VARIANTS:
+        known = ", ".join(VARIANTS)
+        raise ValueError(f"variant: unknown variant {variant!r} of the mxnet backend; known variants: {known}")
+    if type(spec) is not specs.AnyNet:
+        raise ValueError(
+            f"variant: {variant!r} is d2l's AnyNet.stage and applies to AnyNet specs only, "
+            f"got a {type(spec).__name__} spec"
+        )
+    if all(stage.depth == 1 for stage in spec.stages):
+        raise ValueError(
+            f"variant: {variant!r} changes the blocks after a stage's first, "
+            f"and every stage of {spec.name} has depth 1"
+        )
+
+
+def _as_built(model: Model) -> specs.Spec | AsBuilt:
+    """What the model's canonical weights are checked against: its spec, or a variant's layers as built."""
+    if model.variant is None:
+        return model.spec
+    return AsBuilt(f"{model.spec.name} (variant {model.variant})", tuple(model.layers()))
 
 
 def _input(model: Model, x_nchw: np.ndarray) -> nd.NDArray:
@@ -100,9 +155,12 @@ def _summary_groups(spec: specs.AnyNet | specs.GoogLeNet | specs.InceptionNet) -
     return ["conv1", "incep1", "conv2", "incep2", "fc"]
 
 
+def _trainable_parameters(layer: mx.gluon.Block) -> int:
+    return sum(p.data().size for p in layer.collect_params().values() if p.grad_req != "null")
+
+
 def _summary_row(layer: mx.gluon.Block, output: nd.NDArray, group: str) -> SummaryRow:
-    trainable = sum(p.data().size for p in layer.collect_params().values() if p.grad_req != "null")
-    return SummaryRow(type(layer).__name__, output.shape, str(output.shape), trainable, group)
+    return SummaryRow(type(layer).__name__, output.shape, str(output.shape), _trainable_parameters(layer), group)
 
 
 def layer_summary(model: Model, input_shape: tuple[int, ...]) -> list[SummaryRow]:
@@ -120,22 +178,42 @@ def layer_summary(model: Model, input_shape: tuple[int, ...]) -> list[SummaryRow
 
 def export_weights(model: Model) -> Weights:
     native = {key: param.data().asnumpy() for key, param in model.collect_params().items()}
-    return hub.from_native(model.spec, native, table(model.spec))
+    return hub.from_native(_as_built(model), native, table(model.spec))
 
 
 def load_weights(model: Model, weights: Weights, allow_nonfinite: bool = False) -> None:
-    """Validate every tensor against the spec and the model, then assign them all."""
-    native = hub.to_native(model.spec, weights, table(model.spec), dtype=model.dtype, allow_nonfinite=allow_nonfinite)
+    """Validate every tensor against the spec (a variant's layers as built) and the model, then assign them all."""
+    native = hub.to_native(
+        _as_built(model), weights, table(model.spec), dtype=model.dtype, allow_nonfinite=allow_nonfinite
+    )
     params = model.collect_params()
     hub.check_native_shapes({key: param.shape for key, param in params.items()}, native)
     for key, value in native.items():
         params[key].set_data(nd.array(value, dtype=model.dtype))
 
 
-def _activation_blocks(model: Model) -> dict[str, mx.gluon.Block]:
-    """The block whose output each activation point is, found by its native name."""
+def structure(model: Model) -> dict[str, tuple[int, int]]:
+    """(trainable parameters, conv groups or 1) of every canonical layer the model has, in execution
+    order, counted on its Gluon layers: the spec's layers and any that a variant adds."""
+    blocks = _blocks_by_name(model)
+    rule = table(model.spec)
+    return {layer.path: _layer_structure(blocks[rule.native_module(layer.path)]) for layer in _as_built(model).layers()}
+
+
+def _layer_structure(layer: mx.gluon.Block) -> tuple[int, int]:
+    groups = layer._kwargs["num_group"] if isinstance(layer, mx.gluon.nn.Conv2D) else 1  # Gluon keeps it nowhere else
+    return _trainable_parameters(layer), groups
+
+
+def _blocks_by_name(model: Model) -> dict[str, mx.gluon.Block]:
     by_name = {}
     model.apply(lambda block: by_name.setdefault(block.name, block))
+    return by_name
+
+
+def _activation_blocks(model: Model) -> dict[str, mx.gluon.Block]:
+    """The block whose output each activation point is, found by its native name."""
+    by_name = _blocks_by_name(model)
     return {
         point: model if point == "output" else by_name[table(model.spec).native_module(point)]
         for point in model.spec.activation_points()

@@ -6,8 +6,9 @@ gets its input size (``in_channels`` / ``in_units``) so nothing is left to defer
 initialisation; BatchNorm takes epsilon and momentum from the spec; the group-width
 argument is called ``group_width``; each block's channels come from
 ``AnyNet.blocks()``, so the book's ``stage`` bug (num_channels passed twice) is
-absent; every layer has an explicit prefix, which makes parameter names
-predictable (``stage1_block0_conv2_weight``).
+absent unless asked for (``AnyNet(spec, d2l_stage_bug=True)``, the backend's
+``d2l_stage_bug`` variant); every layer has an explicit prefix, which makes
+parameter names predictable (``stage1_block0_conv2_weight``).
 """
 
 from __future__ import annotations
@@ -95,12 +96,14 @@ class AnyNet(nn.Block):
     """d2l's AnyNet: ``net`` is a Sequential of the stem, one Sequential per stage, GlobalAvgPool2D and Dense.
 
     The stem and stages are plain ``nn.Sequential`` as in the book, so the layer
-    summary prints the book's class names.
+    summary prints the book's class names. With ``d2l_stage_bug`` every stage builds its
+    blocks after the first the way the book's MXNet ``stage`` does (``parity.spec.d2l_stage_bug_block``).
     """
 
-    def __init__(self, spec: specs.AnyNet, **kwargs):
+    def __init__(self, spec: specs.AnyNet, *, d2l_stage_bug: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.spec = spec
+        self.d2l_stage_bug = d2l_stage_bug
         with self.name_scope():
             self.net = nn.Sequential(prefix="")
             with self.net.name_scope():
@@ -129,8 +132,24 @@ class AnyNet(nn.Block):
         net = nn.Sequential(prefix=f"stage{index}_")
         with net.name_scope():
             for j, block in enumerate(blocks):
+                if j > 0 and self.d2l_stage_bug:
+                    block = specs.d2l_stage_bug_block(block)
                 net.add(ResNeXtBlock.from_spec(block, prefix=f"block{j}_"))
         return net
+
+    def layers(self) -> list[specs.Layer]:
+        """The canonical layers of the network as built, in execution order: the spec's stem and
+        head, and each stage's blocks' layers as the blocks themselves were built."""
+        spec_layers = self.spec.layers()
+        blocks = [
+            layer
+            for i in range(len(self.spec.stages))
+            for j, block in enumerate(self.net[1 + i])  # net: stem, the stages, pool, dense
+            for layer in block.spec.layers(specs.block_path(i, j))
+        ]
+        stem = [layer for layer in spec_layers if layer.path.startswith("stem.")]
+        head = [layer for layer in spec_layers if layer.path.startswith("head.")]
+        return stem + blocks + head
 
     def forward(self, X):
         return self.net(X)

@@ -8,10 +8,16 @@ Native tensor names are Keras variable paths relative to the model, e.g.
 ``TABLE`` for AnyNet and the ResNeXt block, ``INCEPTION_TABLE`` for the Inception
 family, because both AnyNet and GoogLeNet call their classifier ``head.fc`` while
 d2l puts it in a ``head`` Sequential in one and directly in ``net`` in the other.
+
+``VARIANTS`` are naive ports, one classic porting pitfall each, built with
+``build(spec, variant=...)``: real, runnable models that differ from the spec's
+function. Three change the layers (``impl_tf.models.LayerMaker``), two only the way
+``load_weights`` and ``export_weights`` map canonical tensors (``table(spec, variant)``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -23,7 +29,15 @@ from parity import spec as specs
 from parity.backends import DTYPES, InputError, SummaryRow, check_input
 from parity.hub import NameTable, check_native_shapes, from_native, to_native
 from parity.layout import nchw_to_nhwc, nhwc_to_nchw
-from parity.weights import Weights
+from parity.weights import Param, Weights, schema
+
+VARIANTS = {
+    "same_padding": "d2l's TF code: padding='same' in every padded conv and pool; at stride 2 it pads bottom/right only",
+    "keras_bn_epsilon": "BatchNormalization() with Keras' default epsilon 1e-3 instead of the spec's",
+    "avgpool_excludes_padding": "InceptionA's pool as AveragePooling2D(padding='same'): padded zeros left out of the mean",
+    "unpermuted_flatten": "the dense weight after a flatten copied without the NCHW->NHWC input-axis permutation",
+    "untransposed_kernel": "OIHW kernels transposed (2, 3, 0, 1) to (kh, kw, O, I/g) wherever that shape equals HWIO's",
+}
 
 name = "tf"
 layout = "NHWC"
@@ -78,19 +92,95 @@ Model = (
 )
 
 
-def table(spec: specs.Spec) -> NameTable:
-    """The name table of ``spec``'s architecture."""
-    return _MODELS[type(spec)][1]
+def table(spec: specs.Spec, variant: str | None = None) -> NameTable:
+    """The name table of ``spec``'s architecture, or of the naive port ``variant`` (the same names
+    and shapes, other transforms under ``unpermuted_flatten`` and ``untransposed_kernel``)."""
+    faithful = _MODELS[type(spec)][1]
+    if variant == "unpermuted_flatten":
+        return dataclasses.replace(faithful, flatten_order="CHW")
+    if variant == "untransposed_kernel":
+        return UntransposedKernelTable(faithful.modules, faithful.leaves, faithful.separator, faithful.flatten_order)
+    return faithful
 
 
-def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32") -> Model:
-    """A Keras model of ``spec`` with every variable created, initialised from ``seed``."""
+@dataclasses.dataclass(frozen=True)
+class UntransposedKernelTable(NameTable):
+    """A ``NameTable`` that turns every conv kernel whose shape allows it into (kh, kw, O, I/g)
+    with the classic wrong transpose (2, 3, 0, 1), and its inverse (the same transpose) on export.
+
+    (kh, kw, O, I/g) equals the HWIO shape (kh, kw, I/g, O) when I/g == O, so the model's
+    shape checks pass; every other kernel is transposed correctly.
+    """
+
+    def to_native_array(self, param: Param, value: np.ndarray) -> np.ndarray:
+        if _fits_untransposed(param):
+            return _untranspose(value)
+        return super().to_native_array(param, value)
+
+    def to_canonical_array(self, param: Param, value: np.ndarray) -> np.ndarray:
+        if _fits_untransposed(param):
+            return _untranspose(np.asarray(value))
+        return super().to_canonical_array(param, value)
+
+    def rows(self, spec: specs.Spec) -> list[tuple[str, str, tuple[int, ...], str]]:
+        return [
+            (name, native, shape, "OIHW->HWOI" if _fits_untransposed(param) else transform)
+            for (name, native, shape, transform), param in zip(super().rows(spec), schema(spec).values(), strict=True)
+        ]
+
+
+def _fits_untransposed(param: Param) -> bool:
+    """A conv kernel (O, I/g, kh, kw) with I/g == O: its wrong transpose has the HWIO shape."""
+    return param.role == "conv.weight" and param.shape[0] == param.shape[1]
+
+
+def _untranspose(kernel: np.ndarray) -> np.ndarray:
+    return np.array(np.transpose(kernel, (2, 3, 0, 1)), order="C")
+
+
+def check_variant(spec: specs.Spec, variant: str | None) -> None:
+    """Raise ValueError naming ``variant`` unless it is None or a known variant that applies to ``spec``."""
+    if variant is None:
+        return
+    known = ", ".join(VARIANTS)
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: unknown variant {variant!r}; known variants: {known}")
+    problem = _variant_problem(spec, variant)
+    if problem:
+        raise ValueError(f"variant {variant!r} does not apply to {spec.name}: {problem} (known variants: {known})")
+
+
+def _variant_problem(spec: specs.Spec, variant: str) -> str | None:
+    """Why the naive port ``variant`` does not apply to ``spec`` (it would compute the spec's
+    function, or not fit it), or None."""
+    layers = spec.layers()
+    if variant == "same_padding":
+        strided = any(isinstance(layer, specs.Conv) and layer.padding and layer.stride > 1 for layer in layers)
+        return None if strided else "every padded convolution and pool has stride 1, where 'same' pads symmetrically"
+    if variant == "keras_bn_epsilon":
+        epsilons = {layer.eps for layer in layers if isinstance(layer, specs.BatchNorm)}
+        if not epsilons:
+            return "it has no BatchNorm"
+        return "its BatchNorm epsilon already is Keras' default 1e-3" if epsilons == {1e-3} else None
+    if variant == "avgpool_excludes_padding":
+        return None if isinstance(spec, (specs.InceptionA, specs.InceptionNet)) else "it has no InceptionA average pool"
+    if variant == "unpermuted_flatten":
+        flattens = any(isinstance(layer, specs.Dense) and layer.flatten_from for layer in layers)
+        return None if flattens else "no dense layer follows a flatten"
+    fits = any(_fits_untransposed(param) for param in schema(spec).values())
+    return None if fits else "no convolution has I/groups == O, so a wrongly transposed kernel would fit none of them"
+
+
+def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str | None = None) -> Model:
+    """A Keras model of ``spec`` with every variable created, initialised from ``seed``; with
+    ``variant``, the naive port of ``VARIANTS[variant]`` instead (``model.variant``)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if type(spec) not in _MODELS:
         known = ", ".join(kind.__name__ for kind in _MODELS)
         raise TypeError(f"spec must be one of parity.spec.{{{known}}}, got {type(spec).__name__}")
-    model = _MODELS[type(spec)][0](spec, dtype=dtype, seed=seed)
+    check_variant(spec, variant)
+    model = _MODELS[type(spec)][0](spec, dtype=dtype, seed=seed, variant=variant)
     # The dense layer after InceptionNet's flatten needs the image size; the other specs take any size.
     image_size = spec.input_size if isinstance(spec, specs.InceptionNet) else (None, None)
     model.build((None, *image_size, spec.in_channels))
@@ -128,12 +218,14 @@ def layer_summary(model: Model, input_shape: tuple[int, ...]) -> list[SummaryRow
 def export_weights(model: Model) -> Weights:
     """Canonical weights: fresh numpy copies in PyTorch layouts and the model's dtype."""
     native = {name: np.array(variable.numpy()) for name, variable in _variables(model).items()}
-    return from_native(model.spec, native, table(model.spec))
+    return from_native(model.spec, native, table(model.spec, model.variant))
 
 
 def load_weights(model: Model, weights: Weights, allow_nonfinite: bool = False) -> None:
     """Validate everything, then assign every variable; on any error nothing is assigned."""
-    native = to_native(model.spec, weights, table(model.spec), dtype=model.dtype, allow_nonfinite=allow_nonfinite)
+    native = to_native(
+        model.spec, weights, table(model.spec, model.variant), dtype=model.dtype, allow_nonfinite=allow_nonfinite
+    )
     variables = _variables(model)
     check_native_shapes({name: tuple(variable.shape) for name, variable in variables.items()}, native)
     for name, value in native.items():
@@ -151,16 +243,29 @@ def activations(model: Model, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
     return {key: _to_nchw(points[key].numpy()) for key in spec.activation_points()}
 
 
-_FORWARD_GRAPHS: dict[tuple[specs.Spec, str, bool], tf.types.experimental.PolymorphicFunction] = {}
+def structure(model: Model) -> dict[str, tuple[int, int]]:
+    """(trainable parameters, convolution groups or 1) of every parameterised layer of the spec, by
+    canonical path, read from the Keras layer that ``table(spec)`` maps the path to."""
+    spec, names = model.spec, table(model.spec)
+    out = {}
+    for layer in spec.layers():
+        native = _native_layer(model, names.native_module(layer.path))
+        params = sum(int(np.prod(weight.shape)) for weight in native.trainable_weights)
+        out[layer.path] = (params, native.groups if isinstance(native, keras.layers.Conv2D) else 1)
+    return out
+
+
+_FORWARD_GRAPHS: dict[tuple[specs.Spec, str, str | None, bool], tf.types.experimental.PolymorphicFunction] = {}
 
 
 def _forward_graph(model: Model, train: bool) -> tf.types.experimental.PolymorphicFunction:
-    """The forward pass as one TensorFlow graph per (spec, dtype, train), shared by every model of that kind.
+    """The forward pass as one TensorFlow graph per (spec, dtype, variant, train), shared by every
+    model of that kind.
 
     Traced once (any batch size and image size), with the first such model as the
     template of ``_stateless_forward``.
     """
-    key = (model.spec, model.dtype, train)
+    key = (model.spec, model.dtype, model.variant, train)
     if key not in _FORWARD_GRAPHS:
         signature = [
             [tf.TensorSpec(variable.shape, variable.dtype) for variable in model.trainable_variables],
@@ -189,6 +294,17 @@ def _variables(model: Model) -> dict[str, keras.Variable]:
     if len(variables) != len(model.variables) or any(not v.path.startswith(prefix) for v in model.variables):
         raise RuntimeError(f"model {model.name!r} has variables outside its scope or with duplicate paths")
     return variables
+
+
+def _native_layer(model: Model, path: str) -> keras.Layer:
+    """The layer at a native module path (``net/stage0/block0/conv2``), found by layer names."""
+    layer = model
+    for name in path.split("/"):
+        children = {child.name: child for child in getattr(layer, "layers", [])}
+        if name not in children:
+            raise KeyError(f"model {model.name!r} has no layer {path!r} (no {name!r} in {layer.name!r})")
+        layer = children[name]
+    return layer
 
 
 def _summary_groups(model: Model) -> list[str]:

@@ -13,6 +13,11 @@ tab) and the common PyTorch tutorial's ``InceptionA`` / ``Net``. The differences
 - branches are concatenated on the channel axis, the last one in NHWC;
 - the dense layers after a flatten see (H, W, C) order; the canonical weights are in
   PyTorch's (C, H, W) order and ``parity.hub`` permutes them (``flatten_order="HWC"``).
+
+A model built with a ``variant`` is the naive port instead: ``same_padding`` pads the
+convolutions and max-pools with ``padding='same'`` (d2l's TensorFlow code), and
+``avgpool_excludes_padding`` writes InceptionA's average pool as
+``AveragePooling2D(padding='same')``.
 """
 
 from __future__ import annotations
@@ -73,19 +78,18 @@ class Inception(keras.Model):
         *,
         dtype: str = "float32",
         seed: int | keras.random.SeedGenerator = 0,
+        variant: str | None = None,
         name: str = "inception",
     ):
         super().__init__(name=name, dtype=dtype)
-        self.spec = spec
-        make = LayerMaker.for_spec(spec, dtype, seed)
+        self.spec, self.variant = spec, variant
+        make = LayerMaker.for_spec(spec, dtype, seed, variant)
         self.b1_1 = make.conv(spec.c1, 1, name="b1_1")
         self.b2_1 = make.conv(spec.c2[0], 1, name="b2_1")
-        self.b2_pad = make.pad(1, name="b2_pad")
-        self.b2_2 = make.conv(spec.c2[1], 3, name="b2_2")
+        self.b2_pad, self.b2_2 = make.padded_conv(spec.c2[1], 3, name="b2_2", pad_name="b2_pad")
         self.b3_1 = make.conv(spec.c3[0], 1, name="b3_1")
-        self.b3_pad = make.pad(2, name="b3_pad")
-        self.b3_2 = make.conv(spec.c3[1], 5, name="b3_2")
-        self.b4_1 = PaddedMaxPool2D(3, strides=1, padding=1, name="b4_1", dtype=dtype)
+        self.b3_pad, self.b3_2 = make.padded_conv(spec.c3[1], 5, name="b3_2", pad_name="b3_pad")
+        self.b4_1 = max_pool(make, strides=1, name="b4_1")
         self.b4_2 = make.conv(spec.c4, 1, name="b4_2")
 
     def build(self, input_shape):
@@ -127,10 +131,18 @@ class GoogLeNet(keras.Model):
     says each Inception block's channels.
     """
 
-    def __init__(self, spec: specs.GoogLeNet, *, dtype: str = "float32", seed: int = 0, name: str = "googlenet"):
+    def __init__(
+        self,
+        spec: specs.GoogLeNet,
+        *,
+        dtype: str = "float32",
+        seed: int = 0,
+        variant: str | None = None,
+        name: str = "googlenet",
+    ):
         super().__init__(name=name, dtype=dtype)
-        self.spec = spec
-        make = LayerMaker.for_spec(spec, dtype, seed)
+        self.spec, self.variant = spec, variant
+        make = LayerMaker.for_spec(spec, dtype, seed, variant)
         stages = {
             stage: [block for _, block in blocks]
             for stage, blocks in itertools.groupby(spec.inceptions(), key=lambda item: item[0].split(".")[0])
@@ -173,16 +185,26 @@ class GoogLeNet(keras.Model):
         return out
 
 
-def max_pool(make: LayerMaker, *, name: str) -> PaddedMaxPool2D:
-    """GoogLeNet's downsampling max-pool: 3x3, stride 2, padding 1."""
-    return PaddedMaxPool2D(3, strides=2, padding=1, name=name, dtype=make.dtype)
+def max_pool(make: LayerMaker, *, name: str, strides: int = 2) -> layers.Layer:
+    """GoogLeNet's 3x3 max-pool with padding 1 (stride 2 downsamples); under ``same_padding``
+    Keras' ``MaxPooling2D(padding='same')``, which at stride 2 on an even size pads only bottom and right."""
+    if make.variant == "same_padding":
+        return layers.MaxPooling2D(3, strides=strides, padding="same", name=name, dtype=make.dtype)
+    return PaddedMaxPool2D(3, strides=strides, padding=1, name=name, dtype=make.dtype)
+
+
+def avg_pool(make: LayerMaker, *, name: str) -> layers.Layer:
+    """InceptionA's 3x3 average pool, stride 1, padding 1, counting the padded zeros; under
+    ``avgpool_excludes_padding`` Keras' ``AveragePooling2D(padding='same')``, which leaves them out."""
+    if make.variant == "avgpool_excludes_padding":
+        return layers.AveragePooling2D(3, strides=1, padding="same", name=name, dtype=make.dtype)
+    return PaddedAvgPool2D(3, strides=1, padding=1, name=name, dtype=make.dtype)
 
 
 def b1(make: LayerMaker) -> keras.Sequential:
     return make.sequential(
         [
-            make.pad(3, name="pad"),
-            make.conv(64, 7, strides=2, name="conv"),
+            *make.padded_conv(64, 7, strides=2, name="conv", pad_name="pad"),
             make.relu(name="relu"),
             max_pool(make, name="pool"),
         ],
@@ -195,8 +217,7 @@ def b2(make: LayerMaker) -> keras.Sequential:
         [
             make.conv(64, 1, name="conv1"),
             make.relu(name="relu1"),
-            make.pad(1, name="pad2"),
-            make.conv(192, 3, name="conv2"),
+            *make.padded_conv(192, 3, name="conv2", pad_name="pad2"),
             make.relu(name="relu2"),
             max_pool(make, name="pool"),
         ],
@@ -206,7 +227,10 @@ def b2(make: LayerMaker) -> keras.Sequential:
 
 def inception_stage(make: LayerMaker, name: str, blocks: list[specs.Inception], pool: layers.Layer) -> keras.Sequential:
     """Inception blocks ``inception0``, ``inception1``, ..., then ``pool``."""
-    inceptions = [Inception(block, dtype=make.dtype, seed=make.seeds, name=f"inception{k}") for k, block in enumerate(blocks)]
+    inceptions = [
+        Inception(block, dtype=make.dtype, seed=make.seeds, variant=make.variant, name=f"inception{k}")
+        for k, block in enumerate(blocks)
+    ]
     return make.sequential([*inceptions, pool], name=name)
 
 
@@ -221,21 +245,19 @@ class InceptionA(keras.Model):
         *,
         dtype: str = "float32",
         seed: int | keras.random.SeedGenerator = 0,
+        variant: str | None = None,
         name: str = "inception_a",
     ):
         super().__init__(name=name, dtype=dtype)
-        self.spec = spec
-        make = LayerMaker.for_spec(spec, dtype, seed)
+        self.spec, self.variant = spec, variant
+        make = LayerMaker.for_spec(spec, dtype, seed, variant)
         self.branch1x1 = make.conv(16, 1, name="branch1x1")
         self.branch5x5_1 = make.conv(16, 1, name="branch5x5_1")
-        self.branch5x5_pad = make.pad(2, name="branch5x5_pad")
-        self.branch5x5_2 = make.conv(24, 5, name="branch5x5_2")
+        self.branch5x5_pad, self.branch5x5_2 = make.padded_conv(24, 5, name="branch5x5_2", pad_name="branch5x5_pad")
         self.branch3x3_1 = make.conv(16, 1, name="branch3x3_1")
-        self.branch3x3_pad2 = make.pad(1, name="branch3x3_pad2")
-        self.branch3x3_2 = make.conv(24, 3, name="branch3x3_2")
-        self.branch3x3_pad3 = make.pad(1, name="branch3x3_pad3")
-        self.branch3x3_3 = make.conv(24, 3, name="branch3x3_3")
-        self.branch_pool_avg = PaddedAvgPool2D(3, strides=1, padding=1, name="branch_pool_avg", dtype=dtype)
+        self.branch3x3_pad2, self.branch3x3_2 = make.padded_conv(24, 3, name="branch3x3_2", pad_name="branch3x3_pad2")
+        self.branch3x3_pad3, self.branch3x3_3 = make.padded_conv(24, 3, name="branch3x3_3", pad_name="branch3x3_pad3")
+        self.branch_pool_avg = avg_pool(make, name="branch_pool_avg")
         self.branch_pool = make.conv(24, 1, name="branch_pool")
 
     def build(self, input_shape):
@@ -291,20 +313,28 @@ class InceptionNet(keras.Model):
     }
     POINTS = {"conv1": "conv1", "relu1": "pool1", "incep1": "incep1", "conv2": "conv2", "relu2": "pool2", "incep2": "incep2", "fc": "fc"}
 
-    def __init__(self, spec: specs.InceptionNet, *, dtype: str = "float32", seed: int = 0, name: str = "inception_net"):
+    def __init__(
+        self,
+        spec: specs.InceptionNet,
+        *,
+        dtype: str = "float32",
+        seed: int = 0,
+        variant: str | None = None,
+        name: str = "inception_net",
+    ):
         super().__init__(name=name, dtype=dtype)
-        self.spec = spec
-        make = LayerMaker.for_spec(spec, dtype, seed)
+        self.spec, self.variant = spec, variant
+        make = LayerMaker.for_spec(spec, dtype, seed, variant)
         self.net = make.sequential(
             [
                 make.conv(10, 5, name="conv1"),
                 layers.MaxPooling2D(2, name="pool1", dtype=dtype),
                 make.relu(name="relu1"),
-                InceptionA(specs.InceptionA(10), dtype=dtype, seed=make.seeds, name="incep1"),
+                InceptionA(specs.InceptionA(10), dtype=dtype, seed=make.seeds, variant=variant, name="incep1"),
                 make.conv(20, 5, name="conv2"),
                 layers.MaxPooling2D(2, name="pool2", dtype=dtype),
                 make.relu(name="relu2"),
-                InceptionA(specs.InceptionA(20), dtype=dtype, seed=make.seeds, name="incep2"),
+                InceptionA(specs.InceptionA(20), dtype=dtype, seed=make.seeds, variant=variant, name="incep2"),
                 layers.Flatten(name="flatten", dtype=dtype),
                 make.dense(spec.num_classes, name="fc"),
             ],

@@ -12,6 +12,10 @@ cnn-design.md ``AnyNet``). The differences are on purpose:
 - input channels are explicit: ``model.build((None, None, None, in_channels))``
   creates every variable, with the spec's channel counts;
 - grouped convolutions run per group (``GroupedConv2D``), same variables and result.
+
+A model built with a ``variant`` (one of ``impl_tf.backend.VARIANTS``) is the naive port
+instead: ``LayerMaker`` makes the layers the way d2l's TensorFlow code does
+(``padding='same'``, Keras' default BatchNorm epsilon).
 """
 
 from __future__ import annotations
@@ -43,33 +47,50 @@ class GroupedConv2D(layers.Conv2D):
 
 @dataclass(frozen=True)
 class LayerMaker:
-    """Makes a model's layers: all in ``dtype``, conv and dense kernels drawn from ``seeds``."""
+    """Makes a model's layers: all in ``dtype``, conv and dense kernels drawn from ``seeds``;
+    ``variant`` names the naive port whose layers it makes instead, if any."""
 
     dtype: str
     seeds: keras.random.SeedGenerator
     conv_bias: bool = True
     bn_eps: float | None = None
     bn_momentum: float | None = None
+    variant: str | None = None
 
     @classmethod
-    def for_spec(cls, spec: specs.Spec, dtype: str, seed: int | keras.random.SeedGenerator) -> LayerMaker:
+    def for_spec(
+        cls, spec: specs.Spec, dtype: str, seed: int | keras.random.SeedGenerator, variant: str | None = None
+    ) -> LayerMaker:
         """The spec's settings; specs without BatchNorm (the Inception family) have no ``bn_*``,
         and InceptionA's convolutions always carry a bias."""
         seeds = seed if isinstance(seed, keras.random.SeedGenerator) else keras.random.SeedGenerator(seed)
         settings = {key: getattr(spec, key) for key in ("conv_bias", "bn_eps", "bn_momentum") if hasattr(spec, key)}
-        return cls(dtype, seeds, **settings)
+        return cls(dtype, seeds, **settings, variant=variant)
 
-    def pad(self, padding: int = 1, *, name: str) -> layers.ZeroPadding2D:
-        """``padding`` zeros on every side (1 for a 3x3 convolution)."""
-        return layers.ZeroPadding2D(padding=padding, name=name, dtype=self.dtype)
+    def padded_conv(
+        self, filters: int, kernel_size: int, *, name: str, pad_name: str, strides: int = 1, groups: int = 1
+    ) -> tuple[layers.Layer, layers.Conv2D]:
+        """A convolution and the padding step before it: ``kernel_size // 2`` zeros on every side.
 
-    def conv(self, filters: int, kernel_size: int, *, name: str, strides: int = 1, groups: int = 1) -> layers.Conv2D:
+        Under ``same_padding`` the convolution pads itself, as in d2l's TensorFlow code
+        (``padding='same'``: at stride 2 on an even size, one zero fewer on the top and left), and the
+        padding step passes its input through.
+        """
+        if self.variant == "same_padding":
+            pad = layers.Identity(name=pad_name, dtype=self.dtype)
+            return pad, self.conv(filters, kernel_size, name=name, strides=strides, groups=groups, padding="same")
+        pad = layers.ZeroPadding2D(padding=kernel_size // 2, name=pad_name, dtype=self.dtype)
+        return pad, self.conv(filters, kernel_size, name=name, strides=strides, groups=groups)
+
+    def conv(
+        self, filters: int, kernel_size: int, *, name: str, strides: int = 1, groups: int = 1, padding: str = "valid"
+    ) -> layers.Conv2D:
         conv_class = GroupedConv2D if groups > 1 else layers.Conv2D
         return conv_class(
             filters,
             kernel_size,
             strides=strides,
-            padding="valid",
+            padding=padding,
             groups=groups,
             use_bias=self.conv_bias,
             kernel_initializer=keras.initializers.GlorotUniform(seed=self.seeds),
@@ -78,9 +99,9 @@ class LayerMaker:
         )
 
     def batch_norm(self, *, name: str) -> layers.BatchNormalization:
-        return layers.BatchNormalization(
-            axis=-1, momentum=1 - self.bn_momentum, epsilon=self.bn_eps, name=name, dtype=self.dtype
-        )
+        """BatchNorm with the spec's epsilon; under ``keras_bn_epsilon`` with Keras' default (1e-3)."""
+        epsilon = {} if self.variant == "keras_bn_epsilon" else {"epsilon": self.bn_eps}
+        return layers.BatchNormalization(axis=-1, momentum=1 - self.bn_momentum, name=name, dtype=self.dtype, **epsilon)
 
     def relu(self, *, name: str) -> layers.Activation:
         return layers.Activation("relu", name=name, dtype=self.dtype)
@@ -113,16 +134,18 @@ class ResNeXtBlock(keras.Model):
         *,
         dtype: str = "float32",
         seed: int | keras.random.SeedGenerator = 0,
+        variant: str | None = None,
         name: str = "resnext_block",
     ):
         super().__init__(name=name, dtype=dtype)
-        self.spec = spec
-        make = LayerMaker.for_spec(spec, dtype, seed)
+        self.spec, self.variant = spec, variant
+        make = LayerMaker.for_spec(spec, dtype, seed, variant)
         bot_channels, num_channels = spec.bot_channels, spec.num_channels
         self.conv1 = make.conv(bot_channels, 1, name="conv1")
         self.bn1 = make.batch_norm(name="bn1")
-        self.pad2 = make.pad(name="pad2")
-        self.conv2 = make.conv(bot_channels, 3, strides=spec.stride, groups=spec.groups, name="conv2")
+        self.pad2, self.conv2 = make.padded_conv(
+            bot_channels, 3, strides=spec.stride, groups=spec.groups, name="conv2", pad_name="pad2"
+        )
         self.bn2 = make.batch_norm(name="bn2")
         self.conv3 = make.conv(num_channels, 1, name="conv3")
         self.bn3 = make.batch_norm(name="bn3")
@@ -172,10 +195,18 @@ class AnyNet(keras.Model):
     average pooling and a dense layer.
     """
 
-    def __init__(self, spec: specs.AnyNet, *, dtype: str = "float32", seed: int = 0, name: str = "anynet"):
+    def __init__(
+        self,
+        spec: specs.AnyNet,
+        *,
+        dtype: str = "float32",
+        seed: int = 0,
+        variant: str | None = None,
+        name: str = "anynet",
+    ):
         super().__init__(name=name, dtype=dtype)
-        self.spec = spec
-        make = LayerMaker.for_spec(spec, dtype, seed)
+        self.spec, self.variant = spec, variant
+        make = LayerMaker.for_spec(spec, dtype, seed, variant)
         stages = [
             stage(make, i, [block for _, _, block in blocks])
             for i, blocks in itertools.groupby(spec.blocks(), key=operator.itemgetter(0))
@@ -213,8 +244,7 @@ class AnyNet(keras.Model):
 def stem(make: LayerMaker, num_channels: int) -> keras.Sequential:
     return make.sequential(
         [
-            make.pad(name="pad"),
-            make.conv(num_channels, 3, strides=2, name="conv"),
+            *make.padded_conv(num_channels, 3, strides=2, name="conv", pad_name="pad"),
             make.batch_norm(name="bn"),
             make.relu(name="relu"),
         ],
@@ -225,7 +255,10 @@ def stem(make: LayerMaker, num_channels: int) -> keras.Sequential:
 def stage(make: LayerMaker, index: int, blocks: list[specs.ResNeXtBlock]) -> keras.Sequential:
     """ResNeXt blocks ``block0``, ``block1``, ...; their specs come from ``AnyNet.blocks()``."""
     return make.sequential(
-        [ResNeXtBlock(block, dtype=make.dtype, seed=make.seeds, name=f"block{j}") for j, block in enumerate(blocks)],
+        [
+            ResNeXtBlock(block, dtype=make.dtype, seed=make.seeds, variant=make.variant, name=f"block{j}")
+            for j, block in enumerate(blocks)
+        ],
         name=f"stage{index}",
     )
 

@@ -31,6 +31,9 @@ name = "torch"
 layout = "NCHW"
 extra = "torch"
 
+# The reference backend builds every spec as it is written: it has no naive-port variants.
+VARIANTS: dict[str, str] = {}
+
 LEAVES = {
     "conv.weight": ("weight", "identity"),
     "conv.bias": ("bias", "identity"),
@@ -80,15 +83,23 @@ _TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _POOLED = "head.pool"
 
 
-def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32") -> nn.Module:
-    """The model for ``spec`` in ``dtype``, initialised from ``seed`` without touching the global RNG."""
+def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str | None = None) -> nn.Module:
+    """The model for ``spec`` in ``dtype``, initialised from ``seed`` without touching the global RNG.
+
+    ``variant`` must be None: the reference has no variants (``VARIANTS`` is empty).
+    """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if type(spec) not in _MODELS:
         raise TypeError(f"spec: expected one of {', '.join(t.__name__ for t in _MODELS)}, got {type(spec).__name__}")
+    if variant is not None:
+        raise ValueError(
+            f"variant: the torch backend is the reference and has no variants (known variants: none), got {variant!r}"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _MODELS[type(spec)](spec)
+    model.variant = None
     return model.to(_TORCH_DTYPES[dtype]).eval()
 
 
@@ -151,6 +162,19 @@ def activations(model: nn.Module, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
     if _POOLED in outputs:
         outputs[_POOLED] = outputs[_POOLED].flatten(1)
     return {key: outputs[key].numpy() for key in points}
+
+
+def structure(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """(trainable parameters, conv groups or 1) of every canonical layer of the spec, in execution
+    order, counted on the model's own modules."""
+    rule = table(model.spec)
+    paths = [layer.path for layer in model.spec.layers()]
+    return {path: _layer_structure(model.get_submodule(rule.native_module(path))) for path in paths}
+
+
+def _layer_structure(module: nn.Module) -> tuple[int, int]:
+    params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return params, module.groups if isinstance(module, nn.Conv2d) else 1
 
 
 def model_dtype(model: nn.Module) -> str:

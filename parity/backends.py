@@ -54,12 +54,14 @@ class Backend(Protocol):
     name: str
     layout: str  # "NCHW" or "NHWC"
     extra: str  # the pip extra that installs the framework
+    VARIANTS: dict[str, str]  # naive-port variants this backend can build: name -> the pitfall it shows
 
     def table(self, spec: Spec) -> NameTable:
         """How this framework names and lays out ``spec``'s canonical tensors."""
 
-    def build(self, spec: Spec, seed: int = 0, dtype: str = "float32") -> Any:
-        """A native model, initialised from ``seed`` and ready to run, holding ``spec``."""
+    def build(self, spec: Spec, seed: int = 0, dtype: str = "float32", variant: str | None = None) -> Any:
+        """A native model, initialised from ``seed`` and ready to run, holding ``spec``; ``variant``
+        names one of ``VARIANTS``, a runnable naive port that shows a classic pitfall."""
 
     def forward(self, model: Any, x_nchw: np.ndarray, train: bool = False) -> np.ndarray:
         """The model's output for an NCHW input of the model's dtype (logits, or an NCHW feature map)."""
@@ -73,6 +75,10 @@ class Backend(Protocol):
     def load_weights(self, model: Any, weights: Weights, allow_nonfinite: bool = False) -> None:
         """Load canonical weights; validates every name, shape, dtype and value first (NaN/Inf only
         with ``allow_nonfinite``) and changes nothing on error."""
+
+    def structure(self, model: Any) -> dict[str, tuple[int, int]]:
+        """{canonical layer path: (trainable parameters, conv groups or 1)}, read from the native
+        layers, so a model built differently from its spec shows where."""
 
     def activations(self, model: Any, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
         """Eval-mode outputs of every point in ``spec.activation_points()``, NCHW, in execution order."""

@@ -1,6 +1,8 @@
-"""The ``parity`` command: ``parity summary MODEL``, ``parity compare MODEL`` and ``parity convert``.
+"""The ``parity`` command: ``parity summary MODEL``, ``parity compare MODEL``, ``parity convert``,
+``parity explain MODEL --from A --to B`` and ``parity report MODEL --out report.html``.
 
-Exit codes: 0 all transfers within tolerance, 1 some transfer out of tolerance,
+Exit codes: 0 all transfers within tolerance (explain: no divergence), 1 some transfer out of
+tolerance (explain: the backends diverge),
 2 a usage error (unknown model or framework, framework not installed, bad option,
 a weights file that does not fit the model), reported in one line without a traceback.
 """
@@ -19,6 +21,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 
 from parity.backends import DTYPES, FRAMEWORKS, BackendUnavailable, get_backend
 from parity.spec import SPECS, get_spec
@@ -39,7 +44,7 @@ def parse_frameworks(text: str | None) -> list[str]:
             get_backend(name)
         except KeyError as error:
             raise UsageError(error.args[0]) from None
-        except BackendUnavailable as error:
+        except BackendUnavailable:
             hint = "" if text else " (or pick installed ones with --frameworks)"
             raise UsageError(f"{name} is not installed: pip install -e '.[{name}]'{hint}") from None
     if len(names) != len(set(names)):
@@ -320,6 +325,159 @@ def cmd_convert(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def explain_input(spec, size: str | None, dtype: str) -> np.ndarray:
+    """The random NCHW input of ``parity explain`` (batch 2, the model's size unless ``--input-size``)."""
+    from parity.spec import spatial_size_problem
+
+    height, width = parse_shape(size, "--input-size", 2) if size else spec.input_size
+    problem = spatial_size_problem(spec, height, width)
+    if problem:
+        raise UsageError(f"--input-size: {problem}")
+    return np.random.default_rng(0).standard_normal((2, spec.in_channels, height, width)).astype(dtype)
+
+
+def checked_variant(framework: str, variant: str | None) -> str | None:
+    known = getattr(get_backend(framework), "VARIANTS", {})
+    if variant is not None and variant not in known:
+        names = ", ".join(known) or "none"
+        raise UsageError(f"--variant: {framework} has no variant {variant!r}; known {framework} variants: {names}")
+    return variant
+
+
+def cmd_explain(args: argparse.Namespace, console: Console) -> int:
+    from parity.divergence import VariantUnavailable, explain
+
+    spec = model_spec(args.model)
+    src, dst = parse_frameworks(args.source)[0], parse_frameworks(args.to)[0]
+    variant = checked_variant(dst, args.variant)
+    x = explain_input(spec, args.input_size, args.dtype)
+    with Console(stderr=True).status("explaining") as status:
+        try:
+            result = explain(spec, src, dst, x, variant, args.dtype, progress=lambda m: status.update(m))
+        except VariantUnavailable as error:
+            raise UsageError(f"--variant: {error}") from None
+    for renderable in explain_screen(result):
+        console.print(renderable)
+    return EXIT_FAIL if result.diverged else 0
+
+
+# Rows of the per-layer table shown around the first divergence.
+ROWS_BEFORE, ROWS_AFTER = 3, 5
+STRUCTURE_ROWS = 8
+
+
+def explain_screen(result) -> list:
+    """``parity explain``'s screen: header, per-layer diffs (or the structural audit), the first
+    divergence's tensors on both sides, and the hint."""
+    from parity.harness import tolerance_text
+
+    variant = f" (variant {result.variant})" if result.variant else ""
+    header = (
+        f"[bold]{result.spec.name}[/]: A = {result.src}, B = {result.dst}{escape(variant)}, {result.dtype}, input {result.input_shape}\n"
+        f"A's weights in B; a point diverges unless {tolerance_text(result.dtype).replace('logit', 'A')}"
+    )
+    screen = [header]
+    if result.load_error is not None:
+        audit = "structural audit instead" if result.structure else "and the structural audit finds no differing layer"
+        screen.append(f"[bold red]B cannot take A's weights[/]: {escape(result.load_error.splitlines()[0].rstrip(':'))}; {audit}")
+    else:
+        screen.append(points_table(result))
+    if result.structure:
+        screen.append(structure_table(result))
+    if result.mapping:
+        screen.append(mapping_table(result))
+    if result.hint is not None:
+        color = "yellow" if result.hint.pitfall else "red"
+        fix = f"\n[dim]how the suite avoids it: {escape(result.hint.pitfall.fix)}[/]" if result.hint.pitfall else ""
+        screen.append(f"[bold {color}]hint[/] at [bold]{result.first}[/]: {escape(result.hint.text)}{fix}")
+    elif not result.diverged:
+        screen.append(f"[bold green]no divergence[/]: all {len(result.points)} points within tolerance, same structure")
+    return screen
+
+
+def shown_points(points) -> tuple[int, int, int | None]:
+    """(start, stop, index of the first divergence or None): the rows around the first divergence,
+    or the last rows when nothing diverges."""
+    first = next((k for k, p in enumerate(points) if p.exceeds), None)
+    if first is None:
+        return max(len(points) - ROWS_AFTER, 0), len(points), None
+    return max(first - ROWS_BEFORE, 0), first + ROWS_AFTER + 1, first
+
+
+def points_table(result) -> Table:
+    points = result.points
+    start, stop, first = shown_points(points)
+    table = Table(title=f"activations, {len(points)} points in execution order", title_justify="left")
+    for column in ("#", "point", "op", "shape (NCHW)", "max |diff|", "/ max |A|", ""):
+        table.add_column(column, justify="right" if column in ("#", "max |diff|", "/ max |A|") else "left")
+    if start:
+        table.add_row("", Text(f"... {start} earlier points, all within tolerance", style="dim"))
+    for k, p in enumerate(points[start:stop], start):
+        shape = str(p.shape_a) if p.shape_a == p.shape_b else f"{p.shape_a} vs {p.shape_b}"
+        verdict = "FIRST" if k == first else ("exceeds" if p.exceeds else "ok")
+        style = "bold red reverse" if k == first else ("red" if p.exceeds else "")
+        table.add_row(str(k), p.point, p.kind, shape, f"{p.max_abs:.2e}", f"{p.max_rel:.2e}", verdict, style=style)
+    rest = points[stop:]
+    if rest:
+        table.add_row("", Text(f"... {len(rest)} later points, {sum(p.exceeds for p in rest)} exceed tolerance", style="dim"))
+    return table
+
+
+def structure_table(result) -> Table:
+    shown = result.structure[:STRUCTURE_ROWS]
+    table = Table(
+        title=f"structural audit: {len(result.structure)} layers differ; parameters A {result.parameters_a:,}, B {result.parameters_b:,}",
+        title_justify="left",
+    )
+    for column in ("layer", "A params", "A groups", "B params", "B groups"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    cell = lambda value, k: "-" if value is None else f"{value[k]:,}"  # noqa: E731
+    for k, diff in enumerate(shown):
+        table.add_row(diff.layer, cell(diff.a, 0), cell(diff.a, 1), cell(diff.b, 0), cell(diff.b, 1), style="bold red reverse" if k == 0 else "")
+    if len(result.structure) > len(shown):
+        table.add_row(Text(f"... {len(result.structure) - len(shown)} more layers differ", style="dim"))
+    return table
+
+
+def mapping_table(result) -> Table:
+    """The first divergence's canonical tensors with their native names and shapes in A and B (the
+    backends' tables), and under B's shape what loading A's weights said about that tensor, if anything."""
+    table = Table(title=f"tensors of {result.first}", title_justify="left")
+    for column in ("canonical", f"{result.src} (A) native", "shape", f"{result.dst} (B) native", "shape"):
+        table.add_column(column, overflow="fold")
+    for row in result.mapping:
+        table.add_row(row.canonical, row.name_a, str(row.shape_a), row.name_b, str(row.shape_b) + load_problem(result, row))
+    return table
+
+
+def load_problem(result, row) -> str:
+    """What loading A's weights into B said about one tensor (``expected shape ..., got ...``), as markup."""
+    prefixes = (f"{row.canonical!r}: ", f"{row.name_b!r}: ")
+    lines = [line.strip() for line in (result.load_error or "").splitlines()]
+    return "".join(f"\n[red]load: {escape(line.removeprefix(p))}[/]" for line in lines for p in prefixes if line.startswith(p))
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from parity.html_report import write_report
+
+    spec = model_spec(args.model)
+    frameworks = parse_frameworks(args.frameworks)
+    if len(frameworks) < 2:
+        raise UsageError("--frameworks: a report needs at least two frameworks")
+    out = Path(args.out)
+    if not out.resolve().parent.is_dir():
+        raise UsageError(f"--out: no such directory {str(out.parent)!r}")
+    x = np.random.default_rng(0).standard_normal((2, spec.in_channels, *spec.input_size)).astype(args.dtype)
+    started = time.perf_counter()
+
+    def progress(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    report = write_report(spec, frameworks, x, args.dtype, out, progress)
+    console.print(f"wrote {out}: {'[bold green]PASS[/]' if report.passed else '[bold red]FAIL[/]'} ({len(report.transfers)} transfers)")
+    return 0 if report.passed else EXIT_FAIL
+
+
 def build_parser() -> argparse.ArgumentParser:
     models = ", ".join(sorted(SPECS))
     parser = argparse.ArgumentParser(prog="parity", description="Cross-framework CNN parity: summaries and weight-transfer checks.")
@@ -357,6 +515,26 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--no-check", dest="check", action="store_false", help="skip the logit check (faster for big models)")
     conv.add_argument("--seed", type=int, default=0)
     conv.set_defaults(run=cmd_convert)
+    expl = sub.add_parser(
+        "explain",
+        help="compare two frameworks layer by layer: the first diverging layer and a cause hint",
+        description="A's weights (randomised BatchNorm and biases) go into B; every activation point is compared in "
+        "execution order. --variant builds B as one of its naive ports (a classic porting pitfall).",
+    )
+    expl.add_argument("model", help=f"one of: {models}")
+    expl.add_argument("--from", dest="source", required=True, help=f"A, one of {', '.join(FRAMEWORKS)}")
+    expl.add_argument("--to", required=True, help=f"B, one of {', '.join(FRAMEWORKS)}")
+    expl.add_argument("--variant", help="build B as this naive port (see each backend's VARIANTS)")
+    expl.add_argument("--dtype", choices=DTYPES, default="float32")
+    expl.add_argument("--input-size", help="H,W of the input (default: the model's)")
+    expl.set_defaults(run=cmd_explain)
+
+    rep = sub.add_parser("report", help="a self-contained HTML page: summaries, parameter mapping, transfer matrix, per-layer plot")
+    rep.add_argument("model", help=f"one of: {models}")
+    rep.add_argument("--out", required=True, help="the HTML file to write")
+    rep.add_argument("--frameworks", help=f"comma-separated subset of {','.join(FRAMEWORKS)} (default: all)")
+    rep.add_argument("--dtype", choices=DTYPES, default="float32")
+    rep.set_defaults(run=cmd_report)
     return parser
 
 

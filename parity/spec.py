@@ -13,7 +13,7 @@ variance, and ``bn_momentum`` is the weight of the *new* batch statistic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Union
 
 
@@ -401,6 +401,31 @@ def spatial_size_problem(spec: Spec, height: int, width: int) -> str | None:
         h, w = spec.input_size
         return f"{spec.name} needs {h}x{w} inputs (its flatten feeds a dense layer of 88*4*4 = 1408 inputs)"
     return None
+
+
+def d2l_block_arguments(num_channels, groups, bot_mul, use_1x1conv=False, strides=1) -> dict:
+    """The ``parity.spec.ResNeXtBlock`` fields that a call of d2l's MXNet ``ResNeXtBlock``, whose
+    signature this is, binds its arguments to (the book's ``groups`` is the group width)."""
+    return {
+        "num_channels": num_channels,
+        "group_width": groups,
+        "bot_mul": bot_mul,
+        "use_1x1conv": bool(use_1x1conv),
+        "stride": strides,
+    }
+
+
+def d2l_stage_bug_block(block: ResNeXtBlock) -> ResNeXtBlock:
+    """The block that d2l's MXNet ``stage`` builds in place of ``block``, a stage's block after the first.
+
+    The book calls ``ResNeXtBlock(num_channels, num_channels, groups, bot_mul)``: every argument
+    after the first shifts one place, so the group width becomes ``num_channels``, the bottleneck
+    multiplier becomes ``groups`` and the (truthy) ``bot_mul`` turns the projection shortcut on.
+    The block still maps ``num_channels`` to ``num_channels`` at stride 1: no shape changes.
+    """
+    return replace(
+        block, **d2l_block_arguments(block.num_channels, block.num_channels, block.group_width, block.bot_mul)
+    )
 
 
 def block_path(stage: int, block: int) -> str:

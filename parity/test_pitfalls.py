@@ -1,0 +1,113 @@
+"""Every classic porting pitfall, live: a naive-port variant of a backend must be reported as
+diverging at the right canonical point, with a hint that names the pitfall; a faithful pair
+must not diverge. ``pytest parity -k pitfall`` (or ``-k same_padding``, ...) selects them.
+
+Each explanation is computed once per session and shared with the README check, which
+rebuilds the porting guide's table from these results.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parity import divergence
+from parity.spec import get_spec
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+# Even sizes: 'same' padding at stride 2 pads an even size asymmetrically (an odd one symmetrically).
+INPUT_SIZES = {"regnetx32": (32, 32), "inception_mnist": (28, 28)}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One naive port: ``variant`` of ``dst``'s backend, fed torch's weights for ``model``."""
+
+    label: str
+    variant: str
+    model: str
+    dst: str
+    first: str
+    pitfall: divergence.Pitfall
+
+
+CASES = (
+    Case("a", "same_padding", "regnetx32", "tf", "stem.conv", divergence.SAME_PADDING),
+    Case("a", "same_padding", "regnetx32", "jax", "stem.conv", divergence.SAME_PADDING),
+    Case("b", "keras_bn_epsilon", "regnetx32", "tf", "stem.bn", divergence.KERAS_BN),
+    Case("c", "avgpool_excludes_padding", "inception_mnist", "tf", "incep1.branch_pool.avg", divergence.AVGPOOL_EXCLUDES_PADDING),
+    Case("d", "unpermuted_flatten", "inception_mnist", "tf", "fc", divergence.UNPERMUTED_FLATTEN),
+    Case("d", "unpermuted_flatten", "inception_mnist", "jax", "fc", divergence.UNPERMUTED_FLATTEN),
+    Case("e", "d2l_stage_bug", "regnetx32", "mxnet", "stages.0.blocks.1.conv1", divergence.D2L_STAGE_BUG),
+    Case("f", "untransposed_kernel", "regnetx32", "tf", "stages.0.blocks.0.conv1", divergence.UNTRANSPOSED_KERNEL),
+    Case("f", "untransposed_kernel", "regnetx32", "jax", "stages.0.blocks.0.conv1", divergence.UNTRANSPOSED_KERNEL),
+)
+
+
+@functools.cache
+def explained(model: str, src: str, dst: str, variant: str | None) -> divergence.Divergence:
+    spec = get_spec(model)
+    x = np.random.default_rng(0).standard_normal((2, spec.in_channels, *INPUT_SIZES[model])).astype("float32")
+    return divergence.explain(spec, src, dst, x, variant)
+
+
+def case_id(case: Case) -> str:
+    return f"{case.label}-{case.variant}-{case.dst}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_pitfall_is_reported_at_its_layer_with_a_hint_naming_it(case):
+    result = explained(case.model, "torch", case.dst, case.variant)
+    assert result.diverged and result.first == case.first
+    assert result.hint.pitfall == case.pitfall and result.hint.text.startswith(case.pitfall.title)
+    layers = {layer.path for layer in get_spec(case.model).layers()}
+    assert bool(result.mapping) == (case.first in layers), "a diverging layer lists its tensors' native names on both sides"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.variant != "d2l_stage_bug"], ids=case_id)
+def test_pitfall_every_point_before_the_first_divergence_agrees(case):
+    result = explained(case.model, "torch", case.dst, case.variant)
+    points = [p.point for p in result.points]
+    assert not any(p.exceeds for p in result.points[: points.index(case.first)])
+    assert result.points[-1].exceeds, "the pitfall reaches the logits"
+
+
+def test_pitfall_d2l_stage_bug_is_caught_by_the_structural_audit():
+    """Same printed shapes, but B cannot take the canonical weights: the audit names every later block."""
+    result = explained("regnetx32", "torch", "mxnet", "d2l_stage_bug")
+    assert result.load_error is not None and result.points == []
+    differing_blocks = {diff.layer.rsplit(".", 1)[0] for diff in result.structure}
+    spec = get_spec("regnetx32")
+    assert differing_blocks == {f"stages.{i}.blocks.{j}" for i, j, _ in spec.blocks() if j > 0}
+    assert 6.0e6 < result.parameters_b < 6.6e6 and result.parameters_a < 0.2e6
+    assert "16x wider bottleneck, extra projection" in result.hint.text
+
+
+@pytest.mark.parametrize("model, src, dst", [("regnetx32", "torch", "jax"), ("regnetx32", "torch", "mxnet"), ("inception_mnist", "mxnet", "tf")])
+def test_pitfall_free_pair_reports_no_divergence(model, src, dst):
+    result = explained(model, src, dst, None)
+    assert not result.diverged and result.first is None and result.hint is None
+    assert result.structure == [] and len(result.points) == len(get_spec(model).activation_points())
+
+
+def porting_guide_rows() -> list[str]:
+    """The README's porting-guide table, one row per pitfall, from what the harness reports."""
+    rows = []
+    for label in dict.fromkeys(c.label for c in CASES):
+        cases = [c for c in CASES if c.label == label]
+        results = [explained(c.model, "torch", c.dst, c.variant) for c in cases]
+        (first,), (pitfall,) = {r.first for r in results}, {r.hint.pitfall for r in results}
+        frameworks = ", ".join(c.dst for c in cases)
+        rows.append(f"| ({label}) {pitfall.title} | `{cases[0].variant}` ({frameworks}) | {cases[0].model} | `{first}` | {pitfall.fix} |")
+    return rows
+
+
+def test_pitfall_readme_porting_guide_matches_the_harness():
+    readme = README.read_text(encoding="utf-8")
+    missing = [row for row in porting_guide_rows() if row not in readme]
+    assert not missing, "README's porting guide differs from the harness; expected rows:\n" + "\n".join(missing)
