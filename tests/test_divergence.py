@@ -10,8 +10,28 @@ import pytest
 
 from parity import cli, divergence, reference
 from parity.backends import FRAMEWORKS, get_backend
-from parity.divergence import INPUT, Op, as_specified, diagnose_layer, diagnose_structure, point_ops, same_pads, spec_structure
-from parity.spec import AnyNet, BatchNorm, Conv, Dense, GoogLeNet, Inception, InceptionA, ResNeXtBlock, Stage, get_spec
+from parity.divergence import (
+    INPUT,
+    Op,
+    as_specified,
+    diagnose_layer,
+    diagnose_structure,
+    point_ops,
+    same_pads,
+    spec_structure,
+)
+from parity.spec import (
+    AnyNet,
+    BatchNorm,
+    Conv,
+    Dense,
+    GoogLeNet,
+    Inception,
+    InceptionA,
+    ResNeXtBlock,
+    Stage,
+    get_spec,
+)
 
 rng = np.random.default_rng(0)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import assert_same_bits, max_relative_diff, randn
 
 import parity
 from parity import reference
@@ -36,25 +37,11 @@ D2L_SUMMARY = [
 ]
 
 
-def randn(shape, dtype="float32", seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
 def build_randomized(spec, dtype="float32", seed=0):
     """A model whose BatchNorm parameters and statistics are far from their fresh 1/0 values."""
     model = backend.build(spec, seed=seed, dtype=dtype)
     backend.load_weights(model, randomize_batchnorm(backend.export_weights(model), seed=seed + 100))
     return model
-
-
-def assert_same_bits(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
-    assert list(a) == list(b)
-    for key in a:
-        assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key
-
-
-def max_relative_diff(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.abs(actual - expected).max() / max(1.0, np.abs(expected).max()))
 
 
 # --- weights through the table ---

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from support import assert_same_bits, max_relative_diff
 
 import parity
 from parity import spec as specs
@@ -77,20 +78,10 @@ def googlenet(float64_model):
     return float64_model(GOOGLENET)
 
 
-def assert_same_bits(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
-    assert list(a) == list(b)
-    for key in a:
-        assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key
-
-
 def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
     """Equal up to a few float64 roundings (eps 2.2e-16) of the values' scale: the same graph compiled
     into two functions may fuse differently; a misplaced branch or axis is off by O(1)."""
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-13 * np.abs(expected).max())
-
-
-def max_relative_diff(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.abs(actual - expected).max() / max(1.0, np.abs(expected).max()))
 
 
 def max_pool_nchw(x: np.ndarray, k: int, stride: int, padding: int) -> np.ndarray:

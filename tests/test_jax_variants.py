@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import assert_same_bits, max_relative_diff
 
 import parity
 from parity import reference
@@ -50,19 +51,9 @@ def built(spec, weights, variant=None):
     return model
 
 
-def assert_same_bits(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
-    assert list(a) == list(b)
-    for key in a:
-        assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key
-
-
 def first_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> str:
     """The first activation point, in execution order, where the two models do not agree bit for bit."""
     return next(key for key in a if not np.array_equal(a[key], b[key]))
-
-
-def max_relative_diff(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.abs(actual - expected).max() / max(1.0, np.abs(expected).max()))
 
 
 # float64 rounding (eps 2.2e-16) over one conv or dense of <= 1408-term sums stays below 1e-13 of the

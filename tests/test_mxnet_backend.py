@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import assert_same_bits, max_relative_diff, randn
 
 import parity
 from parity import reference
@@ -14,8 +15,9 @@ from parity.spec import ResNeXtBlock, block_path
 from parity.weights import count_parameters, randomize_batchnorm, schema
 
 pytest.importorskip("impl_mxnet.backend")
-from impl_mxnet import backend  # noqa: E402
 from mxnet import autograd, nd  # noqa: E402
+
+from impl_mxnet import backend  # noqa: E402
 
 SPEC = parity.get_spec("regnetx32")
 BLOCK = ResNeXtBlock(in_channels=16, num_channels=24, group_width=4, bot_mul=0.5, use_1x1conv=True, stride=2)
@@ -29,25 +31,11 @@ D2L_SUMMARY = [
 ]
 
 
-def randn(shape, dtype="float32", seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
 def build_randomized(spec, dtype="float32", seed=0):
     """A model whose BatchNorm parameters and statistics are far from their fresh 1/0 values."""
     model = backend.build(spec, seed=seed, dtype=dtype)
     backend.load_weights(model, randomize_batchnorm(backend.export_weights(model), seed=seed + 100))
     return model
-
-
-def assert_same_bits(a, b):
-    assert list(a) == list(b)
-    for key in a:
-        assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key
-
-
-def max_relative_diff(actual, expected):
-    return float(np.abs(actual - expected).max() / max(1.0, np.abs(expected).max()))
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from support import assert_same_bits, max_relative_diff, randn
 
 import parity
 from parity import reference
@@ -40,23 +41,9 @@ MNIST_SUMMARY = [
 ]
 
 
-def randn(shape, dtype="float32", seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
 def input_for(spec, dtype="float32", batch=2, seed=0):
     size = (96, 96) if spec is GOOGLENET else (28, 28) if spec is MNIST_NET else (9, 11)
     return randn((batch, spec.in_channels, *size), dtype, seed)
-
-
-def assert_same_bits(a, b):
-    assert list(a) == list(b)
-    for key in a:
-        assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key
-
-
-def max_relative_diff(actual, expected):
-    return float(np.abs(actual - expected).max() / max(1.0, np.abs(expected).max()))
 
 
 # --- d2l's layer summary ---

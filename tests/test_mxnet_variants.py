@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import randn
 
 import parity
 from parity.spec import AnyNet, Stage, block_path
@@ -85,10 +86,6 @@ def spec_structure(spec) -> dict[str, tuple[int, int]]:
 
 def same_bits(a, b) -> bool:
     return list(a) == list(b) and all(a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes() for k in a)
-
-
-def randn(shape, dtype="float32", seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
 @pytest.fixture(scope="module")

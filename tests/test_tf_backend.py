@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+from support import max_relative_diff, randn
 
 import parity
 from parity import reference
@@ -47,10 +48,6 @@ D2L_SUMMARY = [
 ]
 
 
-def randn(shape, dtype="float32", seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
 def build_randomized(spec, dtype="float32", seed=0):
     """A model whose BatchNorm parameters and statistics are far from their fresh 1/0 values."""
     model = backend.build(spec, seed=seed, dtype=dtype)
@@ -61,16 +58,6 @@ def build_randomized(spec, dtype="float32", seed=0):
 def state(model) -> dict[str, bytes]:
     """Every variable the model holds (moving statistics included), as bytes."""
     return {variable.path: variable.numpy().tobytes() for variable in model.variables}
-
-
-def assert_same_bits(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
-    assert list(a) == list(b)
-    for key in a:
-        assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key
-
-
-def max_relative_diff(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.abs(actual - expected).max() / max(1.0, np.abs(expected).max()))
 
 
 @pytest.fixture(scope="module")

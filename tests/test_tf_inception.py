@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from support import assert_same_bits, max_relative_diff
 
 import parity
 from parity import reference
@@ -56,16 +57,6 @@ def build_loaded(spec, dtype="float64", seed=0):
     model = backend.build(spec, seed=seed, dtype=dtype)
     backend.load_weights(model, with_random_biases(backend.export_weights(model), seed + 1))
     return model
-
-
-def max_relative_diff(actual, expected):
-    return float(np.abs(actual - expected).max() / max(1.0, np.abs(expected).max()))
-
-
-def assert_same_bits(a, b):
-    assert list(a) == list(b)
-    for key in a:
-        assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key
 
 
 @pytest.fixture(scope="module")

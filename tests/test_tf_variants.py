@@ -13,6 +13,7 @@ import functools
 
 import numpy as np
 import pytest
+from support import assert_same_bits
 
 import parity
 from parity.layout import flatten_permutation, oihw_to_hwio, transpose_2d
@@ -65,12 +66,6 @@ def loaded(spec, variant=None):
     model = backend.build(spec, dtype="float64", variant=variant)
     backend.load_weights(model, canonical_weights(spec))
     return model
-
-
-def assert_same_bits(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
-    assert list(a) == list(b)
-    for key in a:
-        assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key
 
 
 def expected_structure(spec) -> dict[str, tuple[int, int]]:

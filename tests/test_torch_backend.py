@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import assert_same_bits, randn
 
 import parity
 from parity import reference
@@ -32,10 +33,6 @@ D2L_SUMMARY = [
 ]
 
 
-def randn(shape, dtype="float32", seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
 def build_randomized(spec, dtype="float32", seed=0):
     """A model whose BatchNorm parameters and statistics are far from their fresh 1/0 values."""
     model = backend.build(spec, seed=seed, dtype=dtype)
@@ -46,12 +43,6 @@ def build_randomized(spec, dtype="float32", seed=0):
 def state(model) -> dict[str, np.ndarray]:
     """Every tensor the model holds, num_batches_tracked included, as fresh numpy arrays."""
     return {key: t.detach().numpy().copy() for key, t in model.state_dict().items()}
-
-
-def assert_same_bits(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
-    assert list(a) == list(b)
-    for key in a:
-        assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key
 
 
 def max_relative_diff(actual: np.ndarray, expected: np.ndarray) -> float:

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from support import assert_same_bits, randn
 
 import parity
 from parity import reference
@@ -43,18 +44,8 @@ D2L_SUMMARY = [
 ]
 
 
-def randn(shape, dtype="float32", seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
 def state(model) -> dict[str, np.ndarray]:
     return {key: t.detach().numpy().copy() for key, t in model.state_dict().items()}
-
-
-def assert_same_bits(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
-    assert list(a) == list(b)
-    for key in a:
-        assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key
 
 
 def max_relative_diff(actual: np.ndarray, expected: np.ndarray) -> float:

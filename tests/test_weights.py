@@ -2,7 +2,16 @@ import numpy as np
 import pytest
 
 from parity.spec import ResNeXtBlock, get_spec
-from parity.weights import WeightsError, cast, load_weights, randomize_batchnorm, randomize_biases, save_weights, schema, validate
+from parity.weights import (
+    WeightsError,
+    cast,
+    load_weights,
+    randomize_batchnorm,
+    randomize_biases,
+    save_weights,
+    schema,
+    validate,
+)
 
 BLOCK = ResNeXtBlock(in_channels=8, num_channels=16, group_width=4, bot_mul=1, use_1x1conv=True, stride=2)
 
