@@ -61,7 +61,7 @@ BLOCK_INPUT = (2, None, 13, 10)
 
 
 def pair_id(pair):
-    return f"{pair[0]}->{pair[1]}"
+    return f"{SPEC.name}-{pair[0]}->{pair[1]}"
 
 
 def block_input(spec: ResNeXtBlock, dtype: str) -> np.ndarray:
