@@ -1,10 +1,12 @@
-"""Readable output: d2l's summary lines, side-by-side summaries and the transfer matrix (rich)."""
+"""Readable output (rich): d2l's summary lines, side-by-side summaries, the transfer matrix, and
+``parity explain``'s screen."""
 
 from __future__ import annotations
 
 from typing import Mapping
 
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -75,3 +77,97 @@ def matrix_table(report: Report) -> Table:
             cells.append(Text(f"{t.max_abs:.2e} {'PASS' if t.passed else 'FAIL'}", style="green" if t.passed else "bold red"))
         table.add_row(src, *cells)
     return table
+
+
+# Rows of the per-layer table shown around the first divergence.
+ROWS_BEFORE, ROWS_AFTER = 3, 5
+STRUCTURE_ROWS = 8
+
+
+def explain_screen(result) -> list:
+    """``parity explain``'s screen: header, per-layer diffs (or the structural audit), the first
+    divergence's tensors on both sides, and the hint."""
+    variant = f" (variant {result.variant})" if result.variant else ""
+    header = (
+        f"[bold]{result.spec.name}[/]: A = {result.src}, B = {result.dst}{escape(variant)}, {result.dtype}, input {result.input_shape}\n"
+        f"A's weights in B; a point diverges unless {tolerance_text(result.dtype).replace('logit', 'A')}"
+    )
+    screen = [header]
+    if result.load_error is not None:
+        audit = "structural audit instead" if result.structure else "and the structural audit finds no differing layer"
+        screen.append(f"[bold red]B cannot take A's weights[/]: {escape(result.load_error.splitlines()[0].rstrip(':'))}; {audit}")
+    else:
+        screen.append(points_table(result))
+    if result.structure:
+        screen.append(structure_table(result))
+    if result.mapping:
+        screen.append(mapping_table(result))
+    if result.hint is not None:
+        color = "yellow" if result.hint.pitfall else "red"
+        fix = f"\n[dim]how the suite avoids it: {escape(result.hint.pitfall.fix)}[/]" if result.hint.pitfall else ""
+        screen.append(f"[bold {color}]hint[/] at [bold]{result.first}[/]: {escape(result.hint.text)}{fix}")
+    elif not result.diverged:
+        screen.append(f"[bold green]no divergence[/]: all {len(result.points)} points within tolerance, same structure")
+    return screen
+
+
+def shown_points(points) -> tuple[int, int, int | None]:
+    """(start, stop, index of the first divergence or None): the rows around the first divergence,
+    or the last rows when nothing diverges."""
+    first = next((k for k, p in enumerate(points) if p.exceeds), None)
+    if first is None:
+        return max(len(points) - ROWS_AFTER, 0), len(points), None
+    return max(first - ROWS_BEFORE, 0), first + ROWS_AFTER + 1, first
+
+
+def points_table(result) -> Table:
+    points = result.points
+    start, stop, first = shown_points(points)
+    table = Table(title=f"activations, {len(points)} points in execution order", title_justify="left")
+    for column in ("#", "point", "op", "shape (NCHW)", "max |diff|", "/ max |A|", ""):
+        table.add_column(column, justify="right" if column in ("#", "max |diff|", "/ max |A|") else "left")
+    if start:
+        table.add_row("", Text(f"... {start} earlier points, all within tolerance", style="dim"))
+    for k, p in enumerate(points[start:stop], start):
+        shape = str(p.shape_a) if p.shape_a == p.shape_b else f"{p.shape_a} vs {p.shape_b}"
+        verdict = "FIRST" if k == first else ("exceeds" if p.exceeds else "ok")
+        style = "bold red reverse" if k == first else ("red" if p.exceeds else "")
+        table.add_row(str(k), p.point, p.kind, shape, f"{p.max_abs:.2e}", f"{p.max_rel:.2e}", verdict, style=style)
+    rest = points[stop:]
+    if rest:
+        table.add_row("", Text(f"... {len(rest)} later points, {sum(p.exceeds for p in rest)} exceed tolerance", style="dim"))
+    return table
+
+
+def structure_table(result) -> Table:
+    shown = result.structure[:STRUCTURE_ROWS]
+    table = Table(
+        title=f"structural audit: {len(result.structure)} layers differ; parameters A {result.parameters_a:,}, B {result.parameters_b:,}",
+        title_justify="left",
+    )
+    for column in ("layer", "A params", "A groups", "B params", "B groups"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    cell = lambda value, k: "-" if value is None else f"{value[k]:,}"  # noqa: E731
+    for k, diff in enumerate(shown):
+        table.add_row(diff.layer, cell(diff.a, 0), cell(diff.a, 1), cell(diff.b, 0), cell(diff.b, 1), style="bold red reverse" if k == 0 else "")
+    if len(result.structure) > len(shown):
+        table.add_row(Text(f"... {len(result.structure) - len(shown)} more layers differ", style="dim"))
+    return table
+
+
+def mapping_table(result) -> Table:
+    """The first divergence's canonical tensors with their native names and shapes in A and B (the
+    backends' tables), and under B's shape what loading A's weights said about that tensor, if anything."""
+    table = Table(title=f"tensors of {result.first}", title_justify="left")
+    for column in ("canonical", f"{result.src} (A) native", "shape", f"{result.dst} (B) native", "shape"):
+        table.add_column(column, overflow="fold")
+    for row in result.mapping:
+        table.add_row(row.canonical, row.name_a, str(row.shape_a), row.name_b, str(row.shape_b) + load_problem(result, row))
+    return table
+
+
+def load_problem(result, row) -> str:
+    """What loading A's weights into B said about one tensor (``expected shape ..., got ...``), as markup."""
+    prefixes = (f"{row.canonical!r}: ", f"{row.name_b!r}: ")
+    lines = [line.strip() for line in (result.load_error or "").splitlines()]
+    return "".join(f"\n[red]load: {escape(line.removeprefix(p))}[/]" for line in lines for p in prefixes if line.startswith(p))
