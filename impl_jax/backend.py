@@ -37,7 +37,8 @@ from parity import spec as specs
 from parity.backends import DTYPES, SummaryRow, check_input
 from parity.hub import NameTable, check_native_shapes, from_native, to_native
 from parity.layout import nchw_to_nhwc, nhwc_shape_to_nchw, nhwc_to_nchw
-from parity.weights import Param, Weights, schema
+from parity.variants import check_variant, fits_untransposed, untransposed
+from parity.weights import Weights, schema
 
 name = "jax"
 layout = "NHWC"
@@ -109,33 +110,8 @@ def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str 
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    _check_variant(spec, variant)
+    check_variant(name, VARIANTS, spec, variant)
     return FlaxModel(spec, dtype, _init(spec, dtype)(jax.random.PRNGKey(seed), _init_input(spec, dtype)), variant)
-
-
-def _check_variant(spec: specs.Spec, variant: str | None) -> None:
-    """Raise ValueError unless ``variant`` is None or a known variant that changes what ``spec`` computes."""
-    if variant is None:
-        return
-    known = ", ".join(VARIANTS)
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be None or one of {known}; got {variant!r}")
-    problem = _variant_problem(spec, variant)
-    if problem:
-        raise ValueError(f"variant {variant!r} does not apply to {spec.name}: {problem} (variants: {known})")
-
-
-def _variant_problem(spec: specs.Spec, variant: str) -> str | None:
-    layers = spec.layers()
-    strided_padding = any(isinstance(layer, specs.Conv) and layer.padding and layer.stride > 1 for layer in layers)
-    if variant == "same_padding" and not strided_padding:
-        return "none of its padded convs strides, and 'SAME' pads a stride-1 layer symmetrically, as the spec does"
-    flatten = any(isinstance(layer, specs.Dense) and layer.flatten_from for layer in layers)
-    if variant == "unpermuted_flatten" and not flatten:
-        return "no dense layer follows a flatten"
-    if variant == "untransposed_kernel" and not _square_kernels(spec):
-        return "no conv has out channels == in channels / groups, so the wrong transpose would fail every shape check"
-    return None
 
 
 def forward(model: FlaxModel, x_nchw: np.ndarray, train: bool = False) -> np.ndarray:
@@ -185,7 +161,7 @@ def export_weights(model: FlaxModel) -> Weights:
     model_table = table(model.spec, model.variant)
     weights = from_native(model.spec, native, model_table)
     if model.variant == "untransposed_kernel":
-        weights.update({p.name: _untransposed(native[model_table.native_name(p)]) for p in _square_kernels(model.spec)})
+        weights.update({p.name: untransposed(native[model_table.native_name(p)]) for p in schema(model.spec).values() if fits_untransposed(p)})
     return weights
 
 
@@ -194,19 +170,9 @@ def load_weights(model: FlaxModel, weights: Mapping[str, np.ndarray], allow_nonf
     model_table = table(model.spec, model.variant)
     native = to_native(model.spec, weights, model_table, dtype=model.dtype, allow_nonfinite=allow_nonfinite)
     if model.variant == "untransposed_kernel":
-        native.update({model_table.native_name(p): _untransposed(weights[p.name]) for p in _square_kernels(model.spec)})
+        native.update({model_table.native_name(p): untransposed(weights[p.name]) for p in schema(model.spec).values() if fits_untransposed(p)})
     check_native_shapes({key: value.shape for key, value in _tensors(model.variables).items()}, native)
     model.variables = _variables({key: jnp.asarray(value) for key, value in native.items()})
-
-
-def _square_kernels(spec: specs.Spec) -> list[Param]:
-    """The conv weights whose naive (kh, kw, O, I/groups) layout has HWIO's shape: O == I/groups."""
-    return [p for p in schema(spec).values() if p.role == "conv.weight" and p.shape[0] == p.shape[1]]
-
-
-def _untransposed(kernel: np.ndarray) -> np.ndarray:
-    """The classic wrong transpose (2, 3, 0, 1): OIHW -> (kh, kw, O, I/groups); it is its own inverse."""
-    return np.array(np.transpose(kernel, (2, 3, 0, 1)), order="C")
 
 
 def activations(model: FlaxModel, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
@@ -273,7 +239,7 @@ _CACHED_SPECS = 32
 @functools.lru_cache(maxsize=_CACHED_SPECS)
 def _module(spec: specs.Spec, dtype: str, training: bool, same_padding: bool) -> nn.Module:
     """The linen module for ``spec``; ``training`` only matters to BatchNorm (AnyNet, ResNeXtBlock), and
-    ``same_padding`` to the specs ``_check_variant`` lets it apply to."""
+    ``same_padding`` to the specs ``parity.variants.check_variant`` lets it apply to."""
     dtype = jnp.dtype(dtype)
     if isinstance(spec, specs.AnyNet):
         return AnyNet(spec, same_padding=same_padding, training=training, dtype=dtype)

@@ -25,6 +25,7 @@ from impl_mxnet.googlenet import GoogLeNet, Inception, InceptionA, InceptionNet
 from impl_mxnet.models import AnyNet, ResNeXtBlock
 from parity import hub, spec as specs
 from parity.backends import DTYPES, SummaryRow, check_input
+from parity.variants import check_variant
 from parity.weights import Weights
 
 name = "mxnet"
@@ -92,7 +93,7 @@ def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str 
     if type(spec) not in MODELS:
         known = ", ".join(cls.__name__ for cls in MODELS)
         raise TypeError(f"spec: expected one of parity.spec.{{{known}}}, got {type(spec).__name__}")
-    _check_variant(spec, variant)
+    check_variant(name, VARIANTS, spec, variant)
     if variant == "d2l_stage_bug":
         model = AnyNet(spec, d2l_stage_bug=True, prefix="")
     else:
@@ -103,24 +104,6 @@ def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str 
     model.dtype = dtype
     model.variant = variant
     return model
-
-
-def _check_variant(spec: specs.Spec, variant: str | None) -> None:
-    if variant is None:
-        return
-    if variant not in VARIANTS:
-        known = ", ".join(VARIANTS)
-        raise ValueError(f"variant: unknown variant {variant!r} of the mxnet backend; known variants: {known}")
-    if type(spec) is not specs.AnyNet:
-        raise ValueError(
-            f"variant: {variant!r} is d2l's AnyNet.stage and applies to AnyNet specs only, "
-            f"got a {type(spec).__name__} spec"
-        )
-    if all(stage.depth == 1 for stage in spec.stages):
-        raise ValueError(
-            f"variant: {variant!r} changes the blocks after a stage's first, "
-            f"and every stage of {spec.name} has depth 1"
-        )
 
 
 def _as_built(model: Model) -> specs.Spec | AsBuilt:

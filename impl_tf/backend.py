@@ -29,6 +29,7 @@ from parity import spec as specs
 from parity.backends import DTYPES, InputError, SummaryRow, check_input
 from parity.hub import NameTable, check_native_shapes, from_native, to_native
 from parity.layout import nchw_to_nhwc, nhwc_to_nchw
+from parity.variants import check_variant, fits_untransposed, untransposed
 from parity.weights import Param, Weights, schema
 
 VARIANTS = {
@@ -113,62 +114,20 @@ class UntransposedKernelTable(NameTable):
     """
 
     def to_native_array(self, param: Param, value: np.ndarray) -> np.ndarray:
-        if _fits_untransposed(param):
-            return _untranspose(value)
+        if fits_untransposed(param):
+            return untransposed(value)
         return super().to_native_array(param, value)
 
     def to_canonical_array(self, param: Param, value: np.ndarray) -> np.ndarray:
-        if _fits_untransposed(param):
-            return _untranspose(np.asarray(value))
+        if fits_untransposed(param):
+            return untransposed(np.asarray(value))
         return super().to_canonical_array(param, value)
 
     def rows(self, spec: specs.Spec) -> list[tuple[str, str, tuple[int, ...], str]]:
         return [
-            (name, native, shape, "OIHW->HWOI" if _fits_untransposed(param) else transform)
+            (name, native, shape, "OIHW->HWOI" if fits_untransposed(param) else transform)
             for (name, native, shape, transform), param in zip(super().rows(spec), schema(spec).values(), strict=True)
         ]
-
-
-def _fits_untransposed(param: Param) -> bool:
-    """A conv kernel (O, I/g, kh, kw) with I/g == O: its wrong transpose has the HWIO shape."""
-    return param.role == "conv.weight" and param.shape[0] == param.shape[1]
-
-
-def _untranspose(kernel: np.ndarray) -> np.ndarray:
-    return np.array(np.transpose(kernel, (2, 3, 0, 1)), order="C")
-
-
-def check_variant(spec: specs.Spec, variant: str | None) -> None:
-    """Raise ValueError naming ``variant`` unless it is None or a known variant that applies to ``spec``."""
-    if variant is None:
-        return
-    known = ", ".join(VARIANTS)
-    if variant not in VARIANTS:
-        raise ValueError(f"variant: unknown variant {variant!r}; known variants: {known}")
-    problem = _variant_problem(spec, variant)
-    if problem:
-        raise ValueError(f"variant {variant!r} does not apply to {spec.name}: {problem} (known variants: {known})")
-
-
-def _variant_problem(spec: specs.Spec, variant: str) -> str | None:
-    """Why the naive port ``variant`` does not apply to ``spec`` (it would compute the spec's
-    function, or not fit it), or None."""
-    layers = spec.layers()
-    if variant == "same_padding":
-        strided = any(isinstance(layer, specs.Conv) and layer.padding and layer.stride > 1 for layer in layers)
-        return None if strided else "every padded convolution and pool has stride 1, where 'same' pads symmetrically"
-    if variant == "keras_bn_epsilon":
-        epsilons = {layer.eps for layer in layers if isinstance(layer, specs.BatchNorm)}
-        if not epsilons:
-            return "it has no BatchNorm"
-        return "its BatchNorm epsilon already is Keras' default 1e-3" if epsilons == {1e-3} else None
-    if variant == "avgpool_excludes_padding":
-        return None if isinstance(spec, (specs.InceptionA, specs.InceptionNet)) else "it has no InceptionA average pool"
-    if variant == "unpermuted_flatten":
-        flattens = any(isinstance(layer, specs.Dense) and layer.flatten_from for layer in layers)
-        return None if flattens else "no dense layer follows a flatten"
-    fits = any(_fits_untransposed(param) for param in schema(spec).values())
-    return None if fits else "no convolution has I/groups == O, so a wrongly transposed kernel would fit none of them"
 
 
 def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str | None = None) -> Model:
@@ -179,7 +138,7 @@ def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str 
     if type(spec) not in _MODELS:
         known = ", ".join(kind.__name__ for kind in _MODELS)
         raise TypeError(f"spec must be one of parity.spec.{{{known}}}, got {type(spec).__name__}")
-    check_variant(spec, variant)
+    check_variant(name, VARIANTS, spec, variant)
     model = _MODELS[type(spec)][0](spec, dtype=dtype, seed=seed, variant=variant)
     # The dense layer after InceptionNet's flatten needs the image size; the other specs take any size.
     image_size = spec.input_size if isinstance(spec, specs.InceptionNet) else (None, None)

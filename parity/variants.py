@@ -1,0 +1,72 @@
+"""The naive-port variants: when each pitfall applies to a spec, and the one check every backend runs.
+
+A backend lists the variants it can build in ``VARIANTS``; whether a variant makes
+sense for a spec (it would change what the spec computes, and fit it) depends only on
+the spec, so the rules live here, once.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from parity import spec as specs
+from parity.weights import Param, schema
+
+
+def fits_untransposed(param: Param) -> bool:
+    """A conv kernel (O, I/groups, kh, kw) with I/groups == O: the wrong transpose (2, 3, 0, 1)
+    gives it exactly HWIO's shape, so a naive port passes every shape check."""
+    return param.role == "conv.weight" and param.shape[0] == param.shape[1]
+
+
+def untransposed(kernel: np.ndarray) -> np.ndarray:
+    """The classic wrong transpose (2, 3, 0, 1) of an OIHW kernel: (kh, kw, O, I/groups). Its own inverse."""
+    return np.array(np.transpose(kernel, (2, 3, 0, 1)), order="C")
+
+
+def variant_problem(spec: specs.Spec, variant: str) -> str | None:
+    """Why the naive port ``variant`` does not apply to ``spec`` (it would compute the spec's
+    function, or not fit it), or None."""
+    layers = spec.layers()
+    if variant == "same_padding":
+        strided = any(isinstance(layer, specs.Conv) and layer.padding and layer.stride > 1 for layer in layers)
+        return None if strided else (
+            "every padded conv and pool has stride 1, and 'same' pads a stride-1 layer symmetrically, as the spec does"
+        )
+    if variant == "keras_bn_epsilon":
+        epsilons = {layer.eps for layer in layers if isinstance(layer, specs.BatchNorm)}
+        if not epsilons:
+            return "it has no BatchNorm"
+        return "its BatchNorm epsilon already is Keras' default 1e-3" if epsilons == {1e-3} else None
+    if variant == "avgpool_excludes_padding":
+        return None if isinstance(spec, (specs.InceptionA, specs.InceptionNet)) else "it has no InceptionA average pool"
+    if variant == "unpermuted_flatten":
+        flattens = any(isinstance(layer, specs.Dense) and layer.flatten_from for layer in layers)
+        return None if flattens else "no dense layer follows a flatten"
+    if variant == "untransposed_kernel":
+        fits = any(fits_untransposed(param) for param in schema(spec).values())
+        return None if fits else (
+            "no conv has I/groups == O (out channels == in channels / groups), "
+            "so a wrongly transposed kernel would fit none of them"
+        )
+    if variant == "d2l_stage_bug":
+        if type(spec) is not specs.AnyNet:
+            return f"d2l's AnyNet.stage applies to AnyNet specs only, got a {type(spec).__name__} spec"
+        if all(stage.depth == 1 for stage in spec.stages):
+            return f"it changes the blocks after a stage's first, and every stage of {spec.name} has depth 1"
+        return None
+    raise KeyError(f"no applicability rule for variant {variant!r}")
+
+
+def check_variant(framework: str, variants: Mapping[str, str], spec: specs.Spec, variant: str | None) -> None:
+    """Raise ValueError naming ``variant`` unless it is None, one of ``variants`` and applies to ``spec``."""
+    if variant is None:
+        return
+    known = ", ".join(variants) or "none"
+    if variant not in variants:
+        raise ValueError(f"variant: unknown variant {variant!r} of the {framework} backend; known variants: {known}")
+    problem = variant_problem(spec, variant)
+    if problem:
+        raise ValueError(f"variant: {variant!r} does not apply to {spec.name}: {problem} (known variants: {known})")
