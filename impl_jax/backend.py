@@ -33,7 +33,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from impl_jax.inception import GoogLeNet, Inception, InceptionA, InceptionNet
 from impl_jax.models import AnyNet, ResNeXtBlock
-from parity import spec as specs
+from parity import specs
 from parity.backends import DTYPES, SummaryRow, check_input
 from parity.hub import NameTable, check_native_shapes, from_native, to_native
 from parity.layout import nchw_to_nhwc, nhwc_shape_to_nchw, nhwc_to_nchw

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from impl_jax.models import GlobalAvgPool2D, Padding, Sequential, conv, flax_padding, padding
-from parity import spec as specs
+from parity import specs
 
 Dtype = Any
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from parity import spec as specs
+from parity import specs
 
 jax.config.update("jax_enable_x64", True)
 

@@ -23,7 +23,7 @@ from mxnet import autograd, nd
 
 from impl_mxnet.googlenet import GoogLeNet, Inception, InceptionA, InceptionNet
 from impl_mxnet.models import AnyNet, ResNeXtBlock
-from parity import hub, spec as specs
+from parity import hub, specs
 from parity.backends import DTYPES, SummaryRow, check_input
 from parity.variants import check_variant
 from parity.weights import Weights
@@ -70,7 +70,7 @@ MODELS = {
     specs.InceptionNet: InceptionNet,
     specs.InceptionA: InceptionA.from_spec,
 }
-# Activation points that parity.spec defines as (N, C): Gluon's global pools keep (N, C, 1, 1).
+# Activation points that parity.specs defines as (N, C): Gluon's global pools keep (N, C, 1, 1).
 POOLED_POINTS = ("head.pool", "b5")
 
 
@@ -92,7 +92,7 @@ def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str 
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if type(spec) not in MODELS:
         known = ", ".join(cls.__name__ for cls in MODELS)
-        raise TypeError(f"spec: expected one of parity.spec.{{{known}}}, got {type(spec).__name__}")
+        raise TypeError(f"spec: expected one of parity.specs.{{{known}}}, got {type(spec).__name__}")
     check_variant(name, VARIANTS, spec, variant)
     if variant == "d2l_stage_bug":
         model = AnyNet(spec, d2l_stage_bug=True, prefix="")

@@ -3,7 +3,7 @@
 Read side by side with d2l (chapter_convolutional-modern/googlenet.md, MXNet tab).
 Differences from the book, all on purpose: every layer gets its input channels, so
 nothing is left to deferred initialisation; the branch layers carry the names of
-``parity.spec`` (``b1_1`` ... ``b4_2``; the book says ``p1_1`` ... ``p4_2``); every
+``parity.specs`` (``b1_1`` ... ``b4_2``; the book says ``p1_1`` ... ``p4_2``); every
 layer has an explicit prefix, which makes parameter names predictable
 (``b3_0_b2_2_weight``); the channels of each Inception block come from
 ``GoogLeNet.inceptions()``.
@@ -20,7 +20,7 @@ import functools
 
 from mxnet.gluon import nn
 
-from parity import spec as specs
+from parity import specs
 
 
 def max_pool() -> nn.MaxPool2D:

@@ -1,4 +1,4 @@
-"""d2l's ResNeXtBlock and AnyNet in Gluon, built from ``parity.spec`` objects.
+"""d2l's ResNeXtBlock and AnyNet in Gluon, built from ``parity.specs`` objects.
 
 Read side by side with d2l (chapter_convolutional-modern/resnet.md and
 cnn-design.md, MXNet tab). Differences from the book, all on purpose: every layer
@@ -19,7 +19,7 @@ import operator
 
 from mxnet.gluon import nn
 
-from parity import spec as specs
+from parity import specs
 
 
 def batch_norm(channels: int, *, eps: float, momentum: float, prefix: str) -> nn.BatchNorm:
@@ -97,7 +97,7 @@ class AnyNet(nn.Block):
 
     The stem and stages are plain ``nn.Sequential`` as in the book, so the layer
     summary prints the book's class names. With ``d2l_stage_bug`` every stage builds its
-    blocks after the first the way the book's MXNet ``stage`` does (``parity.spec.d2l_stage_bug_block``).
+    blocks after the first the way the book's MXNet ``stage`` does (``parity.specs.d2l_stage_bug_block``).
     """
 
     def __init__(self, spec: specs.AnyNet, *, d2l_stage_bug: bool = False, **kwargs):

@@ -25,7 +25,7 @@ import numpy as np
 import keras
 import tensorflow as tf
 from impl_tf import inception, models
-from parity import spec as specs
+from parity import specs
 from parity.backends import DTYPES, InputError, SummaryRow, check_input
 from parity.hub import NameTable, check_native_shapes, from_native, to_native
 from parity.layout import nchw_to_nhwc, nhwc_to_nchw
@@ -137,7 +137,7 @@ def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str 
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if type(spec) not in _MODELS:
         known = ", ".join(kind.__name__ for kind in _MODELS)
-        raise TypeError(f"spec must be one of parity.spec.{{{known}}}, got {type(spec).__name__}")
+        raise TypeError(f"spec must be one of parity.specs.{{{known}}}, got {type(spec).__name__}")
     check_variant(name, VARIANTS, spec, variant)
     model = _MODELS[type(spec)][0](spec, dtype=dtype, seed=seed, variant=variant)
     # The dense layer after InceptionNet's flatten needs the image size; the other specs take any size.

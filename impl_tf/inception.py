@@ -28,7 +28,7 @@ import keras
 from keras import layers
 
 from impl_tf.models import LayerMaker
-from parity import spec as specs
+from parity import specs
 
 
 class PaddedMaxPool2D(layers.Layer):

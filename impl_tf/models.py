@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from parity import spec as specs
+from parity import specs
 
 
 class GroupedConv2D(layers.Conv2D):
@@ -123,7 +123,7 @@ class LayerMaker:
 class ResNeXtBlock(keras.Model):
     """d2l's ResNeXt block: 1x1 -> grouped 3x3 (strided) -> 1x1, plus an identity or 1x1 shortcut.
 
-    Built from a ``parity.spec.ResNeXtBlock``: ``spec.group_width`` channels per group,
+    Built from a ``parity.specs.ResNeXtBlock``: ``spec.group_width`` channels per group,
     so ``conv2`` has ``spec.groups`` groups. ``seed`` is an int or a generator shared
     with the enclosing network.
     """
@@ -268,7 +268,7 @@ def head(make: LayerMaker, num_classes: int) -> keras.Sequential:
 
 
 class RegNetX32(AnyNet):
-    """d2l's RegNetX32: the AnyNet of ``parity.spec.regnetx32()``."""
+    """d2l's RegNetX32: the AnyNet of ``parity.specs.regnetx32()``."""
 
     def __init__(self, *, dtype: str = "float32", seed: int = 0, name: str = "anynet"):
         super().__init__(specs.regnetx32(), dtype=dtype, seed=seed, name=name)

@@ -22,7 +22,7 @@ from torch.func import functional_call
 
 from impl_torch.inception import GoogLeNet, Inception, InceptionA, InceptionNet
 from impl_torch.models import AnyNet, ResNeXtBlock
-from parity import spec as specs
+from parity import specs
 from parity.backends import DTYPES, SummaryRow, check_input
 from parity.hub import NameTable, check_native_shapes, from_native, to_native
 from parity.weights import Weights

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from impl_torch.models import init_cnn
-from parity import spec as specs
+from parity import specs
 
 
 class Inception(nn.Module):

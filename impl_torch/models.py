@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from parity import spec as specs
+from parity import specs
 
 
 def init_cnn(module: nn.Module) -> None:

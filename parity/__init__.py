@@ -5,7 +5,7 @@ imports one on demand.
 """
 
 from parity.backends import FRAMEWORKS, BackendUnavailable, InputError, available_backends, get_backend
-from parity.spec import AnyNet, ResNeXtBlock, Stage, get_spec
+from parity.specs import AnyNet, ResNeXtBlock, Stage, get_spec
 from parity.weights import WeightsError, count_parameters, load_weights, save_weights, schema
 
 __all__ = [

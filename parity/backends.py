@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
 from parity.hub import NameTable
-from parity.spec import Spec, spatial_size_problem
+from parity.specs import Spec, spatial_size_problem
 from parity.weights import Weights
 
 FRAMEWORKS = ("torch", "jax", "tf", "mxnet")
@@ -56,8 +56,9 @@ class Backend(Protocol):
     extra: str  # the pip extra that installs the framework
     VARIANTS: dict[str, str]  # naive-port variants this backend can build: name -> the pitfall it shows
 
-    def table(self, spec: Spec) -> NameTable:
-        """How this framework names and lays out ``spec``'s canonical tensors."""
+    def table(self, spec: Spec, variant: str | None = None) -> NameTable:
+        """How this framework names and lays out ``spec``'s canonical tensors (under ``variant``:
+        a naive port's mapping, where the variant changes the mapping)."""
 
     def build(self, spec: Spec, seed: int = 0, dtype: str = "float32", variant: str | None = None) -> Any:
         """A native model, initialised from ``seed`` and ready to run, holding ``spec``; ``variant``
@@ -82,6 +83,51 @@ class Backend(Protocol):
 
     def activations(self, model: Any, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
         """Eval-mode outputs of every point in ``spec.activation_points()``, NCHW, in execution order."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """How one backend builds one kind of spec: ``builder`` makes the native model (its
+    signature is the backend's own), ``table`` names and lays out its canonical tensors."""
+
+    builder: Callable[..., Any]
+    table: NameTable
+
+
+class Registry:
+    """One backend's {spec type: Entry}. A new architecture is one ``register`` line per backend."""
+
+    def __init__(self, framework: str) -> None:
+        self.framework = framework
+        self._entries: dict[type, Entry] = {}
+
+    def register(self, spec_type: type, builder: Callable[..., Any], table: NameTable) -> None:
+        if spec_type in self._entries:
+            raise ValueError(f"the {self.framework} backend registers {spec_type.__name__} twice")
+        self._entries[spec_type] = Entry(builder, table)
+
+    def __getitem__(self, spec: Spec) -> Entry:
+        """The entry for ``spec``; TypeError naming what this backend can build otherwise."""
+        entry = self._entries.get(type(spec))
+        if entry is None:
+            known = ", ".join(kind.__name__ for kind in self._entries)
+            raise TypeError(
+                f"spec: the {self.framework} backend cannot build a {type(spec).__name__} spec; it builds {known}"
+            )
+        return entry
+
+    def __contains__(self, spec_type: type) -> bool:
+        return spec_type in self._entries
+
+    def __iter__(self):
+        return iter(self._entries)
+
+
+def check_dtype(dtype: str) -> str:
+    """``dtype`` if it is one of DTYPES, else ValueError naming it."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    return dtype
 
 
 def get_backend(name: str) -> Backend:

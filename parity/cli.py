@@ -23,7 +23,7 @@ import numpy as np
 from rich.console import Console
 
 from parity.backends import DTYPES, FRAMEWORKS, BackendUnavailable, get_backend
-from parity.spec import SPECS, get_spec
+from parity.specs import SPECS, get_spec
 from parity.weights import WeightsError
 
 EXIT_FAIL, EXIT_USAGE = 1, 2
@@ -324,7 +324,7 @@ def cmd_convert(args: argparse.Namespace, console: Console) -> int:
 
 def explain_input(spec, size: str | None, dtype: str) -> np.ndarray:
     """The random NCHW input of ``parity explain`` (batch 2, the model's size unless ``--input-size``)."""
-    from parity.spec import spatial_size_problem
+    from parity.specs import spatial_size_problem
 
     height, width = parse_shape(size, "--input-size", 2) if size else spec.input_size
     problem = spatial_size_problem(spec, height, width)

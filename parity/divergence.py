@@ -25,7 +25,7 @@ from parity import reference
 from parity.backends import get_backend
 from parity.harness import TOLERANCE, TransferRig, logit_diff
 from parity.layout import nchw_to_nhwc
-from parity.spec import (
+from parity.specs import (
     AnyNet,
     BatchNorm,
     Conv,

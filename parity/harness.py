@@ -16,7 +16,7 @@ import numpy as np
 
 from parity.backends import DTYPES, SummaryRow, get_backend
 from parity.layout import nchw_shape_to_nhwc, nhwc_shape_to_nchw
-from parity.spec import Spec
+from parity.specs import Spec
 from parity.weights import Weights, randomize_batchnorm, randomize_biases
 
 # float64: every framework rounds to ~1e-16 per operation and RegNetX32 has ~35

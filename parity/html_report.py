@@ -20,7 +20,7 @@ import numpy as np
 from parity.backends import SummaryRow, get_backend
 from parity.divergence import PointDiff, point_diffs, tolerance_bound
 from parity.harness import TOLERANCE, Report, TransferRig, compare, tolerance_text
-from parity.spec import Spec
+from parity.specs import Spec
 from parity.weights import schema
 
 EXACT = 1e-18  # where the log-scale plot draws a difference of exactly 0

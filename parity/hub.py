@@ -16,10 +16,32 @@ from typing import Callable, Mapping, Union
 import numpy as np
 
 from parity.layout import TRANSFORMS, flatten_permutation
-from parity.spec import Dense, Spec
+from parity.specs import Dense, Spec
 from parity.weights import Param, Weights, WeightsError, schema, validate
 
 Replacement = Union[str, Callable[[re.Match], str]]
+
+# PyTorch's leaf names and layouts: the canonical form, every transform the identity.
+CANONICAL_LEAVES: Mapping[str, tuple[str, str]] = {
+    "conv.weight": ("weight", "identity"),
+    "conv.bias": ("bias", "identity"),
+    "batchnorm.weight": ("weight", "identity"),
+    "batchnorm.bias": ("bias", "identity"),
+    "batchnorm.running_mean": ("running_mean", "identity"),
+    "batchnorm.running_var": ("running_var", "identity"),
+    "dense.weight": ("weight", "identity"),
+    "dense.bias": ("bias", "identity"),
+}
+
+
+def leaves(**native: tuple[str, str]) -> dict[str, tuple[str, str]]:
+    """A leaves table: the canonical one with each role given as a keyword (``conv_weight`` for
+    ``conv.weight``) replaced by its (native leaf name, transform)."""
+    roles = {role.replace(".", "_"): role for role in CANONICAL_LEAVES}
+    unknown = set(native) - set(roles)
+    if unknown:
+        raise ValueError(f"unknown tensor roles {sorted(unknown)}; known: {sorted(roles)}")
+    return {**CANONICAL_LEAVES, **{roles[key]: value for key, value in native.items()}}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
-from parity.spec import AnyNet, GoogLeNet, Inception, InceptionA, InceptionNet, ResNeXtBlock, Spec, block_path
+from parity.specs import AnyNet, GoogLeNet, Inception, InceptionA, InceptionNet, ResNeXtBlock, Spec, block_path
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int, padding: int, groups: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from parity import reference
 from parity.backends import FRAMEWORKS, get_backend
 from parity.harness import TransferRig, logit_diff, native_input_shape, tolerance_text
 from parity.report import d2l_lines, group_view
-from parity.spec import GoogLeNet, Inception, InceptionA, InceptionNet
+from parity.specs import GoogLeNet, Inception, InceptionA, InceptionNet
 
 GOOGLENET = GoogLeNet()
 MNIST_NET = InceptionNet()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from parity import divergence
-from parity.spec import get_spec
+from parity.specs import get_spec
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

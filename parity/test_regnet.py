@@ -13,7 +13,7 @@ from parity import reference
 from parity.backends import FRAMEWORKS, get_backend
 from parity.harness import logit_diff, native_input_shape, tolerance_text
 from parity.report import d2l_lines, group_view
-from parity.spec import ResNeXtBlock, get_spec
+from parity.specs import ResNeXtBlock, get_spec
 from parity.weights import count_parameters, load_weights, save_weights
 
 SPEC = get_spec("regnetx32")

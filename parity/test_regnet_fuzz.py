@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from parity import reference
 from parity.backends import FRAMEWORKS
 from parity.harness import TransferRig, logit_diff, tolerance_text
-from parity.spec import AnyNet, Stage
+from parity.specs import AnyNet, Stage
 
 
 @st.composite

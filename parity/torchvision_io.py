@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from parity.hub import NameTable
-from parity.regnet_family import REGNETX, SIZES, regnetx
-from parity.spec import AnyNet, BatchNorm
+from parity.specs.regnet_family import REGNETX, SIZES, regnetx
+from parity.specs import AnyNet, BatchNorm
 from parity.weights import Param, Weights, WeightsError, schema, validate
 
 # canonical module -> torchvision module; a block's layers in torchvision's order (shortcut first)

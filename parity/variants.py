@@ -11,7 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
-from parity import spec as specs
+from parity import specs
 from parity.weights import Param, schema
 
 
@@ -41,7 +41,8 @@ def variant_problem(spec: specs.Spec, variant: str) -> str | None:
             return "it has no BatchNorm"
         return "its BatchNorm epsilon already is Keras' default 1e-3" if epsilons == {1e-3} else None
     if variant == "avgpool_excludes_padding":
-        return None if isinstance(spec, (specs.InceptionA, specs.InceptionNet)) else "it has no InceptionA average pool"
+        padded = any(node.op == "avg_pool" and node.window[2] > 0 for node in spec.graph())
+        return None if padded else "it has no padded average pool"
     if variant == "unpermuted_flatten":
         flattens = any(isinstance(layer, specs.Dense) and layer.flatten_from for layer in layers)
         return None if flattens else "no dense layer follows a flatten"
@@ -60,13 +61,18 @@ def variant_problem(spec: specs.Spec, variant: str) -> str | None:
     raise KeyError(f"no applicability rule for variant {variant!r}")
 
 
-def check_variant(framework: str, variants: Mapping[str, str], spec: specs.Spec, variant: str | None) -> None:
-    """Raise ValueError naming ``variant`` unless it is None, one of ``variants`` and applies to ``spec``."""
+def check_variant(framework: str, variants: Mapping[str, str], spec: specs.Spec, variant: str | None) -> frozenset[str]:
+    """The pitfalls a model built as ``variant`` has (none for None); ValueError naming ``variant``
+    unless it is None, one of ``variants`` and applies to ``spec``.
+
+    Model code asks ``"same_padding" in pitfalls``: the one way every backend switches a variant on.
+    """
     if variant is None:
-        return
+        return frozenset()
     known = ", ".join(variants) or "none"
     if variant not in variants:
         raise ValueError(f"variant: unknown variant {variant!r} of the {framework} backend; known variants: {known}")
     problem = variant_problem(spec, variant)
     if problem:
         raise ValueError(f"variant: {variant!r} does not apply to {spec.name}: {problem} (known variants: {known})")
+    return frozenset({variant})

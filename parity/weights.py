@@ -13,7 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
-from parity.spec import BatchNorm, Conv, Dense, Layer, Spec
+from parity.specs import BatchNorm, Conv, Dense, Layer, Spec
 
 Weights = dict[str, np.ndarray]
 

@@ -8,7 +8,7 @@ import pytest
 
 from parity import get_backend
 from parity.backends import FRAMEWORKS, InputError
-from parity.spec import AnyNet, InceptionNet, Stage
+from parity.specs import AnyNet, InceptionNet, Stage
 from parity.weights import WeightsError, randomize_batchnorm
 
 SMALL = AnyNet(

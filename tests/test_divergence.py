@@ -20,7 +20,7 @@ from parity.divergence import (
     same_pads,
     spec_structure,
 )
-from parity.spec import (
+from parity.specs import (
     AnyNet,
     BatchNorm,
     Conv,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from parity.hub import NameTable, check_native_shapes, from_native, to_native
-from parity.spec import ResNeXtBlock, get_spec
+from parity.specs import ResNeXtBlock, get_spec
 from parity.weights import WeightsError, schema
 
 BLOCK = ResNeXtBlock(in_channels=8, num_channels=16, group_width=4, bot_mul=1, use_1x1conv=True, stride=2)
@@ -73,7 +73,7 @@ def test_a_table_naming_an_unknown_transform_is_rejected():
 
 def test_an_hwc_flattening_table_permutes_dense_weights_after_a_flatten_and_back():
     from parity.layout import nchw_to_nhwc
-    from parity.spec import InceptionNet
+    from parity.specs import InceptionNet
 
     spec = InceptionNet()
     hwc = NameTable(modules=TABLE.modules, leaves=TABLE.leaves, separator="/", flatten_order="HWC")

@@ -13,7 +13,7 @@ from support import assert_same_bits, max_relative_diff, randn
 
 import parity
 from parity import reference
-from parity.spec import AnyNet, ResNeXtBlock, Stage
+from parity.specs import AnyNet, ResNeXtBlock, Stage
 from parity.weights import cast, randomize_batchnorm, schema
 
 pytest.importorskip("flax")

@@ -14,7 +14,7 @@ import pytest
 from support import assert_same_bits, max_relative_diff
 
 import parity
-from parity import spec as specs
+from parity import specs
 from parity.layout import nchw_to_nhwc, nhwc_to_nchw
 from parity.report import group_view
 from parity.weights import cast, schema

@@ -14,7 +14,7 @@ from support import assert_same_bits, max_relative_diff
 
 import parity
 from parity import reference
-from parity import spec as specs
+from parity import specs
 from parity.layout import nchw_to_nhwc
 from parity.weights import randomize_batchnorm, schema
 

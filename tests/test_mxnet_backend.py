@@ -11,7 +11,7 @@ from support import assert_same_bits, max_relative_diff, randn
 
 import parity
 from parity import reference
-from parity.spec import ResNeXtBlock, block_path
+from parity.specs import ResNeXtBlock, block_path
 from parity.weights import count_parameters, randomize_batchnorm, schema
 
 pytest.importorskip("impl_mxnet.backend")

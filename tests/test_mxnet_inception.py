@@ -12,7 +12,7 @@ from support import assert_same_bits, max_relative_diff, randn
 
 import parity
 from parity import reference
-from parity.spec import Inception, InceptionA
+from parity.specs import Inception, InceptionA
 from parity.weights import cast, count_parameters, schema
 
 pytest.importorskip("impl_mxnet.backend")

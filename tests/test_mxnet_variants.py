@@ -13,7 +13,7 @@ import pytest
 from support import randn
 
 import parity
-from parity.spec import AnyNet, Stage, block_path
+from parity.specs import AnyNet, Stage, block_path
 from parity.weights import count_parameters, randomize_batchnorm, schema
 
 pytest.importorskip("impl_mxnet.backend")

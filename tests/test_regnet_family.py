@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from parity import regnet_family as family
+from parity.specs import regnet_family as family
 from parity import torchvision_io as tvio
-from parity.spec import SPECS, get_spec
+from parity.specs import SPECS, get_spec
 from parity.weights import WeightsError, count_parameters, schema
 
 # The paper's RegNetX models as pycls builds them (Radosavovic et al. 2020, appendix; pycls
@@ -111,7 +111,7 @@ def test_unknown_names_are_rejected_naming_the_known_ones(call, message):
 
 def test_importing_the_family_and_torchvision_io_imports_no_framework():
     code = (
-        "import sys, parity, parity.regnet_family, parity.torchvision_io; "
+        "import sys, parity, parity.specs.regnet_family, parity.torchvision_io; "
         "print(sorted(m for m in ('torch', 'torchvision', 'jax', 'tensorflow', 'mxnet') if m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

@@ -1,6 +1,6 @@
 import pytest
 
-from parity.spec import AnyNet, Conv, ResNeXtBlock, Stage, get_spec
+from parity.specs import AnyNet, Conv, ResNeXtBlock, Stage, get_spec
 
 
 def test_regnetx32_is_d2ls():
@@ -48,7 +48,7 @@ def test_anynet_rejects_a_stage_whose_width_does_not_fit_its_group_width():
 
 
 def test_unknown_model_names_the_known_ones():
-    with pytest.raises(KeyError, match="known models: googlenet, inception_mnist, regnetx32"):
+    with pytest.raises(KeyError, match="known models: googlenet, inception_mnist, nin, regnetx32"):
         get_spec("regnetx33")
 
 

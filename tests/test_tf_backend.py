@@ -18,7 +18,7 @@ from support import max_relative_diff, randn
 
 import parity
 from parity import reference
-from parity.spec import AnyNet, ResNeXtBlock, Stage
+from parity.specs import AnyNet, ResNeXtBlock, Stage
 from parity.weights import cast, randomize_batchnorm
 
 pytest.importorskip("tensorflow")
@@ -125,9 +125,9 @@ def test_no_layer_uses_same_padding_or_keras_batchnorm_defaults():
     layers = list(model._flatten_layers())
     convs = [layer for layer in layers if isinstance(layer, keras.layers.Conv2D)]
     bns = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
-    assert len(convs) == sum(isinstance(layer, parity.spec.Conv) for layer in REGNETX32.layers())
+    assert len(convs) == sum(isinstance(layer, parity.specs.Conv) for layer in REGNETX32.layers())
     assert {conv.padding for conv in convs} == {"valid"} and {conv.use_bias for conv in convs} == {True}
-    assert len(bns) == sum(isinstance(layer, parity.spec.BatchNorm) for layer in REGNETX32.layers())
+    assert len(bns) == sum(isinstance(layer, parity.specs.BatchNorm) for layer in REGNETX32.layers())
     assert all(bn.epsilon == 1e-5 and bn.momentum == pytest.approx(0.9) for bn in bns)
 
 

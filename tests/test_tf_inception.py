@@ -17,7 +17,7 @@ from support import assert_same_bits, max_relative_diff
 
 import parity
 from parity import reference
-from parity.spec import GoogLeNet, Inception, InceptionA, InceptionNet
+from parity.specs import GoogLeNet, Inception, InceptionA, InceptionNet
 from parity.weights import cast
 
 pytest.importorskip("tensorflow")

@@ -17,7 +17,7 @@ from support import assert_same_bits
 
 import parity
 from parity.layout import flatten_permutation, oihw_to_hwio, transpose_2d
-from parity.spec import Conv, GoogLeNet, Inception, InceptionA, ResNeXtBlock
+from parity.specs import Conv, GoogLeNet, Inception, InceptionA, ResNeXtBlock
 from parity.weights import randomize_batchnorm, randomize_biases, schema
 
 pytest.importorskip("tensorflow")

@@ -14,7 +14,7 @@ from support import assert_same_bits, randn
 
 import parity
 from parity import reference
-from parity.spec import ResNeXtBlock
+from parity.specs import ResNeXtBlock
 from parity.weights import randomize_batchnorm
 
 torch = pytest.importorskip("torch")
@@ -89,7 +89,7 @@ def np_reference(spec, weights, x, train=False) -> dict[str, np.ndarray]:
         return acts
     x = acts["stem"] = reference.relu(bn("stem.bn", conv("stem.conv", x)))
     for i, j, _ in spec.blocks():
-        x = block(parity.spec.block_path(i, j), x)
+        x = block(parity.specs.block_path(i, j), x)
     acts["head.pool"] = x.mean(axis=(2, 3))
     acts["head.fc"] = acts["head.pool"] @ weights["head.fc.weight"].T + weights["head.fc.bias"]
     return acts

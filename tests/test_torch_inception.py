@@ -16,7 +16,7 @@ from support import assert_same_bits, randn
 
 import parity
 from parity import reference
-from parity.spec import GoogLeNet, Inception, InceptionA, InceptionNet
+from parity.specs import GoogLeNet, Inception, InceptionA, InceptionNet
 
 torch = pytest.importorskip("torch")
 from impl_torch import backend  # noqa: E402

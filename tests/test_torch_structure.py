@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import parity
-from parity.spec import ResNeXtBlock
+from parity.specs import ResNeXtBlock
 from parity.weights import schema
 
 torch = pytest.importorskip("torch")

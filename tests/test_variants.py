@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from parity.spec import AnyNet, GoogLeNet, InceptionNet, ResNeXtBlock, Stage, get_spec
+from parity.specs import AnyNet, GoogLeNet, InceptionNet, ResNeXtBlock, Stage, get_spec
 from parity.variants import check_variant, untransposed, variant_problem
 
 REGNETX32 = get_spec("regnetx32")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from parity.spec import ResNeXtBlock, get_spec
+from parity.specs import ResNeXtBlock, get_spec
 from parity.weights import (
     WeightsError,
     cast,

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from parity.spec import AnyNet, Stage
+from parity.specs.anynet import AnyNet, Stage
 
 QUANTUM = 8  # per-block widths are multiples of 8
 STRIDE = 2  # every stage halves the resolution in its first block

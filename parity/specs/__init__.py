@@ -1,0 +1,71 @@
+"""Architectures as data, one module per family, and the registry of named models.
+
+A spec is a frozen, framework-neutral description of a network: its op graph
+(``parity.specs.graph``), from which its layers, canonical weight names, activation
+points, summary groups and the numpy reference are all derived. Every backend builds
+its native model from a spec, so two frameworks that build the same spec agree on every
+name without talking to each other.
+"""
+
+from parity.specs.anynet import (
+    AnyNet,
+    ResNeXtBlock,
+    Stage,
+    block_path,
+    d2l_block_arguments,
+    d2l_stage_bug_block,
+    regnetx32,
+)
+from parity.specs.classic import NiN
+from parity.specs.graph import (
+    INPUT,
+    OUTPUT,
+    Architecture,
+    BatchNorm,
+    Conv,
+    Dense,
+    GraphBuilder,
+    Layer,
+    Node,
+    ShapeError,
+    conv_output_size,
+    infer_shapes,
+    spatial_size_problem,
+)
+from parity.specs.inception import GoogLeNet, Inception, InceptionA, InceptionNet
+from parity.specs.regnet_family import regnetx
+from parity.specs.registry import SPECS, get_spec
+
+Spec = Architecture  # every spec is an Architecture
+
+__all__ = [
+    "INPUT",
+    "OUTPUT",
+    "SPECS",
+    "AnyNet",
+    "Architecture",
+    "BatchNorm",
+    "Conv",
+    "Dense",
+    "GoogLeNet",
+    "GraphBuilder",
+    "Inception",
+    "InceptionA",
+    "InceptionNet",
+    "Layer",
+    "NiN",
+    "Node",
+    "ResNeXtBlock",
+    "ShapeError",
+    "Spec",
+    "Stage",
+    "block_path",
+    "conv_output_size",
+    "d2l_block_arguments",
+    "d2l_stage_bug_block",
+    "get_spec",
+    "infer_shapes",
+    "regnetx",
+    "regnetx32",
+    "spatial_size_problem",
+]

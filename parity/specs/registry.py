@@ -1,0 +1,27 @@
+"""Every named model: ``get_spec(name)`` for the API and the command line."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from parity.specs.anynet import regnetx32
+from parity.specs.classic import NiN
+from parity.specs.graph import Architecture
+from parity.specs.inception import GoogLeNet, InceptionNet
+from parity.specs.regnet_family import SIZES, regnetx
+
+SPECS: dict[str, Callable[[], Architecture]] = {
+    "regnetx32": regnetx32,
+    "googlenet": GoogLeNet,
+    "inception_mnist": InceptionNet,
+    "nin": NiN,
+    # the RegNetX family with torchvision's widths
+    **{f"regnetx_{size}": lambda size=size: regnetx(size) for size in SIZES},
+}
+
+
+def get_spec(name: str) -> Architecture:
+    try:
+        return SPECS[name]()
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(SPECS))}") from None
