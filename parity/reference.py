@@ -1,17 +1,18 @@
 """An independent forward pass in plain numpy, written from the math, not from any framework.
 
-It evaluates canonical weights directly (NCHW, OIHW), eval-mode BatchNorm with
-running statistics, and a grouped convolution as a sum over kernel taps. Slow and
-obvious on purpose: it is the referee the four frameworks are checked against.
+It evaluates a spec's op graph (``spec.graph()``) on canonical weights directly (NCHW,
+OIHW), with eval-mode BatchNorm on running statistics and a grouped convolution as a sum
+over kernel taps. There is no per-architecture code: a new spec is checked by its graph.
+Slow and obvious on purpose: it is the referee the four frameworks are checked against.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from parity.specs import AnyNet, GoogLeNet, Inception, InceptionA, InceptionNet, ResNeXtBlock, Spec, block_path
+from parity.specs import INPUT, Node, Spec
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int, padding: int, groups: int) -> np.ndarray:
@@ -42,7 +43,11 @@ def _windows(x: np.ndarray, kernel: int, stride: int, padding: int, fill: float)
     xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=fill)
     out_h = (x.shape[2] + 2 * padding - kernel) // stride + 1
     out_w = (x.shape[3] + 2 * padding - kernel) // stride + 1
-    taps = [xp[:, :, i : i + stride * out_h : stride, j : j + stride * out_w : stride] for i in range(kernel) for j in range(kernel)]
+    taps = [
+        xp[:, :, i : i + stride * out_h : stride, j : j + stride * out_w : stride]
+        for i in range(kernel)
+        for j in range(kernel)
+    ]
     return np.stack(taps, axis=-1)
 
 
@@ -57,8 +62,12 @@ def avg_pool(x: np.ndarray, kernel: int, stride: int, padding: int = 0) -> np.nd
 
 
 def batch_norm(x: np.ndarray, weights: Mapping[str, np.ndarray], path: str, eps: float) -> np.ndarray:
-    """Eval-mode BatchNorm over the channel axis of an NCHW array."""
-    at = lambda leaf: weights[f"{path}.{leaf}"][None, :, None, None]  # noqa: E731
+    """Eval-mode BatchNorm over axis 1 of an (N, C, H, W) or (N, C) array."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+
+    def at(leaf: str) -> np.ndarray:
+        return weights[f"{path}.{leaf}"].reshape(shape)
+
     return (x - at("running_mean")) / np.sqrt(at("running_var") + eps) * at("weight") + at("bias")
 
 
@@ -66,82 +75,66 @@ def relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0)
 
 
-def _conv(x, weights, path, stride, padding, groups=1):
-    return conv2d(x, weights[f"{path}.weight"], weights.get(f"{path}.bias"), stride, padding, groups)
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
 
 
-def resnext_block(spec: ResNeXtBlock, weights: Mapping[str, np.ndarray], x: np.ndarray, prefix: str = "") -> np.ndarray:
-    p = lambda name: f"{prefix}.{name}" if prefix else name  # noqa: E731
-    bn = lambda y, name: batch_norm(y, weights, p(name), spec.bn_eps)  # noqa: E731
-    y = relu(bn(_conv(x, weights, p("conv1"), 1, 0), "bn1"))
-    y = relu(bn(_conv(y, weights, p("conv2"), spec.stride, 1, spec.groups), "bn2"))
-    y = bn(_conv(y, weights, p("conv3"), 1, 0), "bn3")
-    if spec.use_1x1conv:
-        x = bn(_conv(x, weights, p("conv4"), spec.stride, 0), "bn4")
-    return relu(y + x)
+def dense(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    y = x @ weight.T
+    return y if bias is None else y + bias
 
 
-def anynet(spec: AnyNet, weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """Logits of an AnyNet for an NCHW input."""
-    y = relu(batch_norm(_conv(x, weights, "stem.conv", 2, 1), weights, "stem.bn", spec.bn_eps))
-    for i, j, block in spec.blocks():
-        y = resnext_block(block, weights, y, block_path(i, j))
-    pooled = y.mean(axis=(2, 3))
-    return pooled @ weights["head.fc.weight"].T + weights["head.fc.bias"]
+def apply(node: Node, xs: Sequence[np.ndarray], weights: Mapping[str, np.ndarray]) -> np.ndarray:
+    """One node's eval-mode output, exactly as the spec defines it, from its inputs' values."""
+    layer, x = node.layer, xs[0]
+    if node.op == "conv":
+        bias = weights.get(f"{layer.path}.bias")
+        return conv2d(x, weights[f"{layer.path}.weight"], bias, layer.stride, layer.padding, layer.groups)
+    if node.op == "bn":
+        return batch_norm(x, weights, layer.path, layer.eps)
+    if node.op == "dense":
+        return dense(x, weights[f"{layer.path}.weight"], weights.get(f"{layer.path}.bias"))
+    if node.op == "relu":
+        return relu(x)
+    if node.op == "sigmoid":
+        return sigmoid(x)
+    if node.op == "max_pool":
+        return max_pool(x, *node.window)
+    if node.op == "avg_pool":
+        return avg_pool(x, *node.window)
+    if node.op == "global_avg_pool":
+        return x.mean(axis=(2, 3))
+    if node.op == "flatten":
+        return x.reshape(x.shape[0], -1)
+    if node.op == "add":
+        return sum(xs[1:], xs[0])
+    if node.op == "concat":
+        return np.concatenate(xs, axis=1)
+    if node.op == "dropout":
+        return x
+    raise ValueError(f"no numpy reference for op {node.op!r} (node {node.name!r})")
 
 
-def inception(weights: Mapping[str, np.ndarray], x: np.ndarray, prefix: str = "") -> np.ndarray:
-    """d2l's Inception block: four conv + ReLU branches concatenated on channels."""
-    conv = lambda y, name, padding=0: relu(_conv(y, weights, f"{prefix}.{name}" if prefix else name, 1, padding))  # noqa: E731
-    b1 = conv(x, "b1_1")
-    b2 = conv(conv(x, "b2_1"), "b2_2", 1)
-    b3 = conv(conv(x, "b3_1"), "b3_2", 2)
-    b4 = conv(max_pool(x, 3, 1, 1), "b4_2")
-    return np.concatenate([b1, b2, b3, b4], axis=1)
+def evaluate(spec: Spec, weights: Mapping[str, np.ndarray], known: Mapping[str, np.ndarray], target: str) -> np.ndarray:
+    """The value of node ``target`` computed from ``known`` values ({node name or INPUT: array}):
+    every node on the way that is not known is recomputed with ``apply``."""
+    nodes = {node.name: node for node in spec.graph()}
+    values = dict(known)
 
+    def value(name: str) -> np.ndarray:
+        if name not in values:
+            if name not in nodes:
+                raise KeyError(f"{spec.name}: {name!r} is neither known nor a node of the graph")
+            node = nodes[name]
+            values[name] = apply(node, [value(source) for source in node.inputs], weights)
+        return values[name]
 
-def googlenet(spec: GoogLeNet, weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    y = max_pool(relu(_conv(x, weights, "b1.conv", 2, 3)), 3, 2, 1)
-    y = relu(_conv(y, weights, "b2.conv1", 1, 0))
-    y = max_pool(relu(_conv(y, weights, "b2.conv2", 1, 1)), 3, 2, 1)
-    for path, _ in spec.inceptions():
-        y = inception(weights, y, path)
-        if path in ("b3.1", "b4.4"):
-            y = max_pool(y, 3, 2, 1)
-    pooled = y.mean(axis=(2, 3))
-    return pooled @ weights["head.fc.weight"].T + weights["head.fc.bias"]
-
-
-def inception_a(weights: Mapping[str, np.ndarray], x: np.ndarray, prefix: str = "") -> np.ndarray:
-    """The tutorials' InceptionA: no ReLUs; concat order 1x1, 5x5, 3x3, pool."""
-    conv = lambda y, name, padding=0: _conv(y, weights, f"{prefix}.{name}" if prefix else name, 1, padding)  # noqa: E731
-    b1 = conv(x, "branch1x1")
-    b5 = conv(conv(x, "branch5x5_1"), "branch5x5_2", 2)
-    b3 = conv(conv(conv(x, "branch3x3_1"), "branch3x3_2", 1), "branch3x3_3", 1)
-    bp = conv(avg_pool(x, 3, 1, 1), "branch_pool")
-    return np.concatenate([b1, b5, b3, bp], axis=1)
-
-
-def inception_net(weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    y = relu(max_pool(_conv(x, weights, "conv1", 1, 0), 2, 2))
-    y = inception_a(weights, y, "incep1")
-    y = relu(max_pool(_conv(y, weights, "conv2", 1, 0), 2, 2))
-    y = inception_a(weights, y, "incep2")
-    return y.reshape(y.shape[0], -1) @ weights["fc.weight"].T + weights["fc.bias"]
+    return value(target)
 
 
 def forward(spec: Spec, weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """The output of ``spec`` with canonical ``weights`` for an NCHW input."""
-    if isinstance(spec, AnyNet):
-        return anynet(spec, weights, x)
-    if isinstance(spec, ResNeXtBlock):
-        return resnext_block(spec, weights, x)
-    if isinstance(spec, GoogLeNet):
-        return googlenet(spec, weights, x)
-    if isinstance(spec, Inception):
-        return inception(weights, x)
-    if isinstance(spec, InceptionNet):
-        return inception_net(weights, x)
-    if isinstance(spec, InceptionA):
-        return inception_a(weights, x)
-    raise TypeError(f"no numpy reference for {type(spec).__name__}")
+    values = {INPUT: x}
+    for node in spec.graph():
+        values[node.name] = apply(node, [values[source] for source in node.inputs], weights)
+    return values[spec.graph()[-1].name]

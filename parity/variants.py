@@ -53,11 +53,7 @@ def variant_problem(spec: specs.Spec, variant: str) -> str | None:
             "so a wrongly transposed kernel would fit none of them"
         )
     if variant == "d2l_stage_bug":
-        if type(spec) is not specs.AnyNet:
-            return f"d2l's AnyNet.stage applies to AnyNet specs only, got a {type(spec).__name__} spec"
-        if all(stage.depth == 1 for stage in spec.stages):
-            return f"it changes the blocks after a stage's first, and every stage of {spec.name} has depth 1"
-        return None
+        return specs.d2l_stage_bug_problem(spec)
     raise KeyError(f"no applicability rule for variant {variant!r}")
 
 

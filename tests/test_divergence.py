@@ -11,16 +11,17 @@ import pytest
 from parity import cli, divergence, reference
 from parity.backends import FRAMEWORKS, get_backend
 from parity.divergence import (
-    INPUT,
-    Op,
-    as_specified,
     diagnose_layer,
     diagnose_structure,
-    point_ops,
+    point_inputs,
+    point_nodes,
+    point_sources,
     same_pads,
     spec_structure,
 )
+from parity.reference import apply
 from parity.specs import (
+    INPUT,
     AnyNet,
     BatchNorm,
     Conv,
@@ -28,8 +29,10 @@ from parity.specs import (
     GoogLeNet,
     Inception,
     InceptionA,
+    Node,
     ResNeXtBlock,
     Stage,
+    d2l_stage_bug_blocks,
     get_spec,
 )
 
@@ -51,7 +54,12 @@ def weights_of(layer) -> dict[str, np.ndarray]:
     return {f"{layer.path}.weight": randn(layer.out_features, layer.in_features), f"{layer.path}.bias": randn(layer.out_features)}
 
 
-def hint_for(op: Op, x: np.ndarray, observed: np.ndarray, weights, dtype: str = "float64"):
+def Op(op: str, inputs: tuple[str, ...], layer=None, window=None) -> Node:
+    """A one-node graph fragment to diagnose, named after its layer."""
+    return Node(layer.path if layer else op, op, inputs, layer=layer, window=window)
+
+
+def hint_for(op: Node, x: np.ndarray, observed: np.ndarray, weights, dtype: str = "float64"):
     return diagnose_layer(op, [x], observed, weights, dtype)
 
 
@@ -63,11 +71,11 @@ SPECS = (SMALL_ANYNET, get_spec("inception_mnist"), GoogLeNet(), ResNeXtBlock(8,
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_every_activation_point_reads_earlier_points(spec):
-    ops = point_ops(spec)
+    sources = point_sources(spec)
     order = spec.activation_points()
-    assert set(ops) == set(order)
+    assert list(point_nodes(spec)) == order and list(sources) == order
     for k, point in enumerate(order):
-        assert all(source == INPUT or order.index(source) < k for source in ops[point].inputs), point
+        assert sources[point] and all(source == INPUT or order.index(source) < k for source in sources[point]), point
 
 
 @pytest.mark.parametrize("spec", [SMALL_ANYNET, get_spec("inception_mnist"), GoogLeNet(input_size=(32, 32))], ids=lambda s: s.name)
@@ -78,10 +86,9 @@ def test_every_op_recomputed_from_torch_inputs_reproduces_torch(spec):
     weights = torch_backend.export_weights(model)
     x = randn(2, spec.in_channels, *spec.input_size)
     acts = torch_backend.activations(model, x)
-    for point, op in point_ops(spec).items():
-        inputs = [x if name == INPUT else acts[name] for name in op.inputs]
-        inputs = [reference.relu(v) for v in inputs] if op.relu_first else inputs
-        assert divergence.reproduces(as_specified(op, inputs, weights), acts[point], "float64"), point
+    for point, node in point_nodes(spec).items():
+        inputs = point_inputs(spec, point, acts, x, weights)
+        assert divergence.reproduces(apply(node, inputs, weights), acts[point], "float64"), point
 
 
 # --- hints from synthetic data ---
@@ -125,7 +132,8 @@ def test_hint_unpermuted_flatten():
     fc = Dense("fc", 3 * 2 * 2, 5, flatten_from=(3, 2, 2))
     weights, x = weights_of(fc), randn(2, 3, 2, 2)
     observed = x.transpose(0, 2, 3, 1).reshape(2, -1) @ weights["fc.weight"].T + weights["fc.bias"]
-    assert hint_for(Op("dense", ("x",), fc), x, observed, weights).pitfall is divergence.UNPERMUTED_FLATTEN
+    flat = x.reshape(2, -1)  # the graph's flatten, in NCHW order, feeds the dense node
+    assert hint_for(Op("dense", ("x",), fc), flat, observed, weights).pitfall is divergence.UNPERMUTED_FLATTEN
 
 
 def test_hint_untransposed_kernel_needs_square_channels():
@@ -147,7 +155,7 @@ def test_hint_says_so_when_no_pitfall_reproduces_the_output():
 def test_hint_says_when_b_follows_the_spec_and_a_does_not():
     conv = Conv("c", 4, 4, 1)
     weights, x = weights_of(conv), randn(2, 4, 3, 3)
-    hint = hint_for(Op("conv", ("x",), conv), x, as_specified(Op("conv", ("x",), conv), [x], weights), weights)
+    hint = hint_for(Op("conv", ("x",), conv), x, apply(Op("conv", ("x",), conv), [x], weights), weights)
     assert hint.pitfall is None and "A is the side that differs" in hint.text
 
 
@@ -155,7 +163,7 @@ def test_structural_hint_recognises_d2l_stage_bug_and_nothing_else():
     spec = get_spec("regnetx32")
     faithful = spec_structure(spec.layers())
     buggy = dict(faithful)
-    for prefix, block in divergence.stage_bug_blocks(spec).items():
+    for prefix, block in d2l_stage_bug_blocks(spec).items():
         buggy.update(spec_structure(block.layers(prefix)))
     hint = diagnose_structure(spec, faithful, buggy)
     assert hint.pitfall is divergence.D2L_STAGE_BUG and "16x wider bottleneck, extra projection" in hint.text

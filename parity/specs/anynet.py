@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import Iterator
 
-from parity.specs.graph import OUTPUT, Architecture, GraphBuilder, join
+from parity.specs.graph import OUTPUT, Architecture, Block, GraphBuilder, join
 
 
 @dataclass(frozen=True)
-class ResNeXtBlock(Architecture):
+class ResNeXtBlock(Block):
     """d2l's ResNeXt block: 1x1 -> grouped 3x3 (stride) -> 1x1, plus a shortcut.
 
     ``group_width`` is the number of channels per group (d2l calls it ``groups``);
@@ -67,7 +68,7 @@ class ResNeXtBlock(Architecture):
 
     def add_to(self, g: GraphBuilder, X: str, prefix: str = "") -> str:
         """Points: each conv, each BN (before its ReLU), and the block output (after the residual add and ReLU)."""
-        p = lambda name: join(prefix, name)  # noqa: E731
+        p = functools.partial(join, prefix)
         bot, out, bias = self.bot_channels, self.num_channels, self.conv_bias
 
         def conv_bn(k: int, x: str, c_in: int, c_out: int, kernel: int, **conv) -> str:
@@ -80,10 +81,6 @@ class ResNeXtBlock(Architecture):
         if self.use_1x1conv:
             X = conv_bn(4, X, self.in_channels, out, 1, stride=self.stride)
         return g.relu(g.sum(Y, X), name=prefix or OUTPUT)
-
-    def build_graph(self, g: GraphBuilder) -> str:
-        with g.group("block"):
-            return self.add_to(g, g.input)
 
 
 @dataclass(frozen=True)
@@ -195,3 +192,37 @@ def regnetx32() -> AnyNet:
         num_classes=10,
         in_channels=1,
     )
+
+
+def d2l_stage_bug_blocks(spec: Architecture) -> dict[str, ResNeXtBlock]:
+    """{block path: the block d2l's MXNet ``stage`` builds there} for every block after a stage's
+    first (``d2l_stage_bug_block``); empty where the bug cannot occur."""
+    if not isinstance(spec, AnyNet):
+        return {}
+    return {block_path(i, j): d2l_stage_bug_block(block) for i, j, block in spec.blocks() if j > 0}
+
+
+def d2l_stage_bug_problem(spec: Architecture) -> str | None:
+    """Why d2l's MXNet stage bug cannot occur in ``spec``, or None."""
+    if type(spec) is not AnyNet:
+        return f"d2l's AnyNet.stage applies to AnyNet specs only, got a {type(spec).__name__} spec"
+    if not d2l_stage_bug_blocks(spec):
+        return f"it changes the blocks after a stage's first, and every stage of {spec.name} has depth 1"
+    return None
+
+
+def d2l_stage_bug_layers(spec: Architecture) -> list:
+    """The layers of ``spec`` as d2l's MXNet code builds it: every block after a stage's first replaced
+    (none where the bug cannot occur)."""
+    buggy = d2l_stage_bug_blocks(spec)
+    if not buggy:
+        return []
+    layers = []
+    for layer in spec.layers():
+        prefix = layer.path.rsplit(".", 1)[0]
+        if prefix in buggy:
+            if layer.path == f"{prefix}.conv1":
+                layers += buggy[prefix].layers(prefix)
+        else:
+            layers.append(layer)
+    return layers

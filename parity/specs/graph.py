@@ -256,6 +256,27 @@ class Architecture:
         return self.input_size if fixed else None
 
 
+class Block(Architecture):
+    """A spec that is also a part of larger nets (a ResNeXt or Inception block): ``add_to`` adds
+    its nodes under a path prefix; standalone, its output point is ``output``."""
+
+    def add_to(self, g: GraphBuilder, X: str, prefix: str = "") -> str:
+        """Add the block's nodes under ``prefix`` reading ``X``; return the output's name."""
+        raise NotImplementedError
+
+    def build_graph(self, g: GraphBuilder) -> str:
+        with g.group("block"):
+            return self.add_to(g, g.input)
+
+    def layers(self, prefix: str = "") -> list[Layer]:
+        """The block's parameterised layers under ``prefix``, in execution order."""
+        if not prefix:
+            return super().layers()
+        g = GraphBuilder()
+        self.add_to(g, g.input, prefix)
+        return [node.layer for node in g.nodes if node.layer is not None]
+
+
 @functools.lru_cache(maxsize=256)
 def _graph(spec: Architecture) -> tuple[Node, ...]:
     g = GraphBuilder()

@@ -3,14 +3,15 @@ tutorials' InceptionA block and its MNIST net."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterator
 
-from parity.specs.graph import OUTPUT, Architecture, GraphBuilder, join
+from parity.specs.graph import OUTPUT, Architecture, Block, GraphBuilder, join
 
 
 @dataclass(frozen=True)
-class Inception(Architecture):
+class Inception(Block):
     """d2l's Inception block: four branches concatenated on the channel axis, each conv + ReLU.
 
     b1: 1x1 (c1); b2: 1x1 (c2[0]) -> 3x3 pad 1 (c2[1]); b3: 1x1 (c3[0]) -> 5x5 pad 2 (c3[1]);
@@ -32,7 +33,7 @@ class Inception(Architecture):
 
     def add_to(self, g: GraphBuilder, X: str, prefix: str = "") -> str:
         """Points: each conv's output (before its ReLU), the max-pool, and the concatenated output."""
-        p = lambda name: join(prefix, name)  # noqa: E731
+        p = functools.partial(join, prefix)
         c_in, bias = self.in_channels, self.conv_bias
         b1 = g.conv(p("b1_1"), X, c_in, self.c1, 1, bias=bias)
         b2 = g.relu(g.conv(p("b2_1"), X, c_in, self.c2[0], 1, bias=bias))
@@ -42,10 +43,6 @@ class Inception(Architecture):
         b4 = g.max_pool(X, 3, 1, 1, name=p("b4_1"))
         b4 = g.conv(p("b4_2"), b4, c_in, self.c4, 1, bias=bias)
         return g.concat(*(g.relu(b) for b in (b1, b2, b3, b4)), name=prefix or OUTPUT)
-
-    def build_graph(self, g: GraphBuilder) -> str:
-        with g.group("block"):
-            return self.add_to(g, g.input)
 
 
 @dataclass(frozen=True)
@@ -107,7 +104,7 @@ class GoogLeNet(Architecture):
 
 
 @dataclass(frozen=True)
-class InceptionA(Architecture):
+class InceptionA(Block):
     """The "InceptionA" block of common PyTorch tutorials: four branches without ReLUs,
     concatenated in the order 1x1 (16), 5x5 (16 -> 24), 3x3 (16 -> 24 -> 24), pool (24): 88 channels.
 
@@ -122,7 +119,7 @@ class InceptionA(Architecture):
 
     def add_to(self, g: GraphBuilder, X: str, prefix: str = "") -> str:
         """Points: each conv's output, the average pool (``branch_pool.avg``) and the concatenated output."""
-        p = lambda name: join(prefix, name)  # noqa: E731
+        p = functools.partial(join, prefix)
         c = self.in_channels
         b1 = g.conv(p("branch1x1"), X, c, 16, 1)
         b5 = g.conv(p("branch5x5_1"), X, c, 16, 1)
@@ -133,10 +130,6 @@ class InceptionA(Architecture):
         bp = g.avg_pool(X, 3, 1, 1, name=p("branch_pool.avg"))
         bp = g.conv(p("branch_pool"), bp, c, 24, 1)
         return g.concat(b1, b5, b3, bp, name=prefix or OUTPUT)
-
-    def build_graph(self, g: GraphBuilder) -> str:
-        with g.group("block"):
-            return self.add_to(g, g.input)
 
 
 @dataclass(frozen=True)
