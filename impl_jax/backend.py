@@ -1,15 +1,19 @@
-"""The JAX/Flax backend: the adapter between ``impl_jax.models`` and the parity harness.
+"""The JAX/Flax backend: the adapter between the models (``impl_jax.anynet``,
+``impl_jax.inception``, ``impl_jax.classic``) and the parity harness.
 
 A linen module holds no state, so the native model is a ``FlaxModel``: the spec,
-the dtype and the variables (``params``, and ``batch_stats`` where there is
-BatchNorm). Its native tensor names are ``module path/collection/leaf``, e.g.
-``net/stem/bn/batch_stats/mean`` or ``net/b3/inception_0/b2_2/params/kernel``.
+the dtype, the pitfalls it is built with and the variables (``params``, and
+``batch_stats`` where there is BatchNorm). Its native tensor names are
+``module path/collection/leaf``, e.g. ``net/stem/bn/batch_stats/mean`` or
+``net/b3/inception0/p2_2/params/kernel``.
 
 Nothing here changes a model except ``load_weights``: eval-mode applies are
 immutable (``mutable=False``), and a train-mode apply makes ``batch_stats`` mutable
 only so that BatchNorm may use batch statistics, and discards the updated
-statistics it returns. Jitted functions are cached per (spec, dtype, mode,
-``same_padding``), so new weights at the same input shape never retrace.
+statistics it returns. Jitted functions are cached per (spec, dtype, mode, network
+pitfalls), so new weights at the same input shape never retrace. Activations are
+Flax's captured intermediates of the modules that the spec's activation points name;
+the layer summary's groups are read from the same mapping.
 
 ``VARIANTS`` are naive ports, each a real model with one classic porting pitfall:
 ``same_padding`` builds the linen modules with Flax's ``'SAME'`` (a different
@@ -22,8 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,12 +37,14 @@ import numpy as np
 from flax import linen as nn
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from impl_jax.anynet import AnyNet, ResNeXtBlock
+from impl_jax.classic import NiN
 from impl_jax.inception import GoogLeNet, Inception, InceptionA, InceptionNet
-from impl_jax.models import AnyNet, ResNeXtBlock
 from parity import specs
-from parity.backends import DTYPES, SummaryRow, check_input
-from parity.hub import NameTable, check_native_shapes, from_native, to_native
+from parity.backends import Registry, SummaryRow, check_dtype, check_input
+from parity.hub import NameTable, check_native_shapes, from_native, leaves, to_native
 from parity.layout import nchw_to_nhwc, nhwc_shape_to_nchw, nhwc_to_nchw
+from parity.specs import OUTPUT, spatial_size_problem
 from parity.variants import check_variant, fits_untransposed, untransposed
 from parity.weights import Weights, schema
 
@@ -44,29 +52,56 @@ name = "jax"
 layout = "NHWC"
 extra = "jax"
 
-TABLE = NameTable(
-    modules=(
-        (r"^(b\d)\.(\d+)\b", r"\1.inception_\2"),
-        (r"branch_pool\.avg$", "branch_pool_avg"),
-        (r"\.(\d+)", r"_\1"),
-        (r"\.", "/"),
-        (r"^(stem|stages_\d+|head|b\d)\b", r"net/\1"),
-    ),
-    leaves={
-        "conv.weight": ("params/kernel", "OIHW->HWIO"),
-        "conv.bias": ("params/bias", "identity"),
-        "batchnorm.weight": ("params/scale", "identity"),
-        "batchnorm.bias": ("params/bias", "identity"),
-        "batchnorm.running_mean": ("batch_stats/mean", "identity"),
-        "batchnorm.running_var": ("batch_stats/var", "identity"),
-        "dense.weight": ("params/kernel", "(out,in)->(in,out)"),
-        "dense.bias": ("params/bias", "identity"),
-    },
-    separator="/",
-    flatten_order="HWC",
+LEAVES = leaves(
+    conv_weight=("params/kernel", "OIHW->HWIO"),
+    conv_bias=("params/bias", "identity"),
+    batchnorm_weight=("params/scale", "identity"),
+    batchnorm_bias=("params/bias", "identity"),
+    batchnorm_running_mean=("batch_stats/mean", "identity"),
+    batchnorm_running_var=("batch_stats/var", "identity"),
+    dense_weight=("params/kernel", "(out,in)->(in,out)"),
+    dense_bias=("params/bias", "identity"),
 )
-# A naive port's mapping: the dense weight after a flatten keeps PyTorch's (C, H, W) input order.
-UNPERMUTED_FLATTEN_TABLE = dataclasses.replace(TABLE, flatten_order="CHW")
+
+
+def flax_table(*modules: tuple[str, Any]) -> NameTable:
+    """A table whose ``modules`` rules run on the canonical path before its dots become Flax's ``/``."""
+    return NameTable(modules=(*modules, (r"\.", "/")), leaves=LEAVES, separator="/", flatten_order="HWC")
+
+
+# Each table maps canonical module paths (of weights and of activation points) to Flax module paths.
+# d2l's AnyNet and ResNeXt block: net/stem, the book's stage{i+1}, its blocks block{j}, net/head.
+ANYNET_TABLE = flax_table(
+    (r"^stages\.(\d+)\.blocks\.(\d+)", lambda m: f"stage{int(m[1]) + 1}.block{m[2]}"),
+    (r"^(stem|stage\d+|head)\b", r"net.\1"),
+)
+# d2l's GoogLeNet and Inception block: the book's paths p1_1 .. p4_2, stage blocks inception{k},
+# and the Dense layer is net/head itself, where AnyNet's is net/head/fc.
+GOOGLENET_TABLE = flax_table(
+    (r"(^|\.)b(\d)_(\d)$", r"\1p\2_\3"),
+    (r"^(b\d)\.(\d+)", r"\1.inception\2"),
+    (r"^(b\d)(?=\.|$)", r"net.\1"),
+    (r"^head\.fc$", "net.head"),
+)
+# The tutorials' InceptionNet and InceptionA keep the canonical names; the average pool that
+# feeds branch_pool is the module branch_pool_avg.
+INCEPTION_NET_TABLE = flax_table((r"(^|\.)branch_pool\.avg$", r"\1branch_pool_avg"))
+# d2l's NiN: net/block{i}/conv{k}, max-pool i net/pool{i}, net/dropout, and the global average pool net/avg_pool.
+NIN_TABLE = flax_table(
+    (r"^blocks\.(\d+)", r"block\1"),
+    (r"^pools\.(\d+)$", r"pool\1"),
+    (r"^head\.pool$", "avg_pool"),
+    (r"^", "net."),
+)
+
+REGISTRY = Registry(name)
+REGISTRY.register(specs.ResNeXtBlock, ResNeXtBlock.from_spec, ANYNET_TABLE)
+REGISTRY.register(specs.AnyNet, AnyNet, ANYNET_TABLE)
+REGISTRY.register(specs.Inception, Inception.from_spec, GOOGLENET_TABLE)
+REGISTRY.register(specs.GoogLeNet, GoogLeNet, GOOGLENET_TABLE)
+REGISTRY.register(specs.InceptionA, InceptionA.from_spec, INCEPTION_NET_TABLE)
+REGISTRY.register(specs.InceptionNet, InceptionNet.from_spec, INCEPTION_NET_TABLE)
+REGISTRY.register(specs.NiN, NiN, NIN_TABLE)
 
 VARIANTS = {
     "same_padding": "d2l's JAX code: Flax's padding='SAME' in every padded conv and pool instead of explicit "
@@ -76,29 +111,36 @@ VARIANTS = {
     "untransposed_kernel": "OIHW kernels turned into (kh, kw, O, I/groups) by transpose(2, 3, 0, 1) wherever that "
     "shape equals HWIO's (O == I/groups): input and output channels swapped",
 }
+# The pitfalls that change the network, and so its compiled functions; the others change only the weight mapping.
+NETWORK_PITFALLS = frozenset({"same_padding"})
 
 _INIT_SIZE = 8
-_BLOCK_OUTPUT = "output"
+# Train mode's dropout stream: a fixed key keeps ``forward`` a function of the weights and the input.
+_DROPOUT_KEY = jax.random.PRNGKey(0)
 
 
 def table(spec: specs.Spec, variant: str | None = None) -> NameTable:
-    """The name table for ``spec``: one set of rules serves every spec in Flax (``unpermuted_flatten``: its naive one)."""
-    return UNPERMUTED_FLATTEN_TABLE if variant == "unpermuted_flatten" else TABLE
+    """The name table of ``spec``'s kind (under ``unpermuted_flatten``: its naive, unpermuted one)."""
+    pitfalls = check_variant(name, VARIANTS, spec, variant)
+    rule = REGISTRY[spec].table
+    return dataclasses.replace(rule, flatten_order="CHW") if "unpermuted_flatten" in pitfalls else rule
 
 
 @dataclass
 class FlaxModel:
     """A built model: what ``spec`` computes in ``dtype`` with ``variables`` (``params``, ``batch_stats``),
-    faithfully or as the naive port ``variant``."""
+    faithfully or with the naive port ``variant``'s ``pitfalls``."""
 
     spec: specs.Spec
     dtype: str
     variables: dict[str, Any]
     variant: str | None = None
+    pitfalls: frozenset[str] = frozenset()
 
     @property
-    def same_padding(self) -> bool:
-        return self.variant == "same_padding"
+    def network_pitfalls(self) -> frozenset[str]:
+        """The pitfalls that its linen module is built with (the others live in its weight mapping)."""
+        return self.pitfalls & NETWORK_PITFALLS
 
 
 def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str | None = None) -> FlaxModel:
@@ -108,16 +150,19 @@ def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str 
     No variant changes a parameter's name, shape or initialiser (padding has no parameters), so every
     variant starts from the faithful model's variables for the seed, from one compiled ``init``.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    check_variant(name, VARIANTS, spec, variant)
-    return FlaxModel(spec, dtype, _init(spec, dtype)(jax.random.PRNGKey(seed), _init_input(spec, dtype)), variant)
+    check_dtype(dtype)
+    REGISTRY[spec]  # a spec of a kind this backend cannot build is refused before any other check
+    pitfalls = check_variant(name, VARIANTS, spec, variant)
+    variables = _init(spec, dtype)(jax.random.PRNGKey(seed), _init_input(spec, dtype))
+    return FlaxModel(spec, dtype, variables, variant, pitfalls)
 
 
 def forward(model: FlaxModel, x_nchw: np.ndarray, train: bool = False) -> np.ndarray:
-    """Logits (nets) or the NCHW feature map (blocks); ``train`` makes BatchNorm use batch statistics."""
-    x = check_input(model.spec, x_nchw, model.dtype)
-    return _to_nchw(_forward(model.spec, model.dtype, train, model.same_padding)(model.variables, nchw_to_nhwc(x)))
+    """Logits (nets) or the NCHW feature map (blocks); ``train`` makes BatchNorm use batch statistics
+    and dropout drop."""
+    X = check_input(model.spec, x_nchw, model.dtype)
+    train = train and _trains_differently(model.spec)
+    return _to_nchw(_forward(model.spec, model.dtype, train, model.network_pitfalls)(model.variables, nchw_to_nhwc(X)))
 
 
 def layer_summary(model: FlaxModel, input_shape: tuple[int, ...]) -> list[SummaryRow]:
@@ -127,29 +172,35 @@ def layer_summary(model: FlaxModel, input_shape: tuple[int, ...]) -> list[Summar
     running every operation one by one.
     """
     zeros = np.zeros(nhwc_shape_to_nchw(tuple(input_shape)), model.dtype)
-    x = jax.ShapeDtypeStruct(nchw_to_nhwc(check_input(model.spec, zeros, model.dtype)).shape, model.dtype)
-    bound = _bound(model)
+    X = jax.ShapeDtypeStruct(nchw_to_nhwc(check_input(model.spec, zeros, model.dtype)).shape, model.dtype)
     rows = []
-    for group, layer in _top_level_layers(model.spec, bound):
-        x = jax.eval_shape(layer, x)
-        params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(layer.variables.get("params", {})))
-        rows.append(SummaryRow(type(layer).__name__, tuple(x.shape), str(x.shape), params, group))
+    for group, layer in _summary_layers(model.spec, _bound(model)):
+        X = jax.eval_shape(layer, X)
+        rows.append(SummaryRow(type(layer).__name__, tuple(X.shape), str(X.shape), _params(layer), group))
     return rows
 
 
-def _top_level_layers(spec: specs.Spec, bound: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(canonical group, layer) for each layer that d2l's ``net`` holds at its top level, in order."""
-    if isinstance(spec, specs.AnyNet):
-        groups = ["stem", *(f"stages.{i}" for i in range(len(spec.stages))), "head"]
-        return list(zip(groups, bound.net.layers, strict=True))
-    if isinstance(spec, specs.GoogLeNet):
-        *blocks, head = bound.net.layers
-        (dense,) = head.layers  # the book's net holds this Dense itself
-        return [*zip(("b1", "b2", "b3", "b4", "b5"), blocks, strict=True), ("head", dense)]
-    if isinstance(spec, specs.InceptionNet):
-        groups = ["conv1", "conv1", "incep1", "conv2", "conv2", "incep2", "fc", "fc"]
-        return list(zip(groups, bound.layers(), strict=True))
-    return [("block", bound)]
+def _summary_layers(spec: specs.Spec, bound: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(canonical group, layer) for each top-level layer, as d2l's ``layer_summary`` runs them.
+
+    The top-level layers are those of the model's ``net`` (the tutorials' net: its ``layers()``);
+    a standalone block, whose spec has one group, is one layer. A layer's group is the
+    ``spec.summary_groups()`` group of the first activation point it computes; a layer that
+    computes none (a Flatten) joins the next layer's group, or the last group at the end.
+    """
+    if len(spec.summary_groups()) == 1:
+        return [(spec.summary_groups()[0], bound)]
+    net = getattr(bound, "net", None)
+    prefix, layers = ("net/", net.layers) if net is not None else ("", bound.layers())
+    owners = [(_native_module(spec, node.name), node.group) for node in spec.graph() if node.point]
+    found = []
+    for layer in layers:
+        path = prefix + layer.name
+        found.append(next((group for native, group in owners if native == path or native.startswith(path + "/")), None))
+    for i in reversed(range(len(found))):
+        if found[i] is None:
+            found[i] = found[i + 1] if i + 1 < len(found) else spec.summary_groups()[-1]
+    return list(zip(found, layers, strict=True))
 
 
 def export_weights(model: FlaxModel) -> Weights:
@@ -158,27 +209,30 @@ def export_weights(model: FlaxModel) -> Weights:
     A variant exports through its own naive mapping, so that its export and load are inverses.
     """
     native = {key: np.asarray(value) for key, value in _tensors(model.variables).items()}
-    model_table = table(model.spec, model.variant)
-    weights = from_native(model.spec, native, model_table)
-    if model.variant == "untransposed_kernel":
-        weights.update({p.name: untransposed(native[model_table.native_name(p)]) for p in schema(model.spec).values() if fits_untransposed(p)})
+    rule = table(model.spec, model.variant)
+    weights = from_native(model.spec, native, rule)
+    if "untransposed_kernel" in model.pitfalls:
+        params = schema(model.spec).values()
+        weights.update({p.name: untransposed(native[rule.native_name(p)]) for p in params if fits_untransposed(p)})
     return weights
 
 
 def load_weights(model: FlaxModel, weights: Mapping[str, np.ndarray], allow_nonfinite: bool = False) -> None:
     """Validate everything first (WeightsError listing every problem), then replace all variables at once."""
-    model_table = table(model.spec, model.variant)
-    native = to_native(model.spec, weights, model_table, dtype=model.dtype, allow_nonfinite=allow_nonfinite)
-    if model.variant == "untransposed_kernel":
-        native.update({model_table.native_name(p): untransposed(weights[p.name]) for p in schema(model.spec).values() if fits_untransposed(p)})
+    rule = table(model.spec, model.variant)
+    native = to_native(model.spec, weights, rule, dtype=model.dtype, allow_nonfinite=allow_nonfinite)
+    if "untransposed_kernel" in model.pitfalls:
+        params = schema(model.spec).values()
+        native.update({rule.native_name(p): untransposed(weights[p.name]) for p in params if fits_untransposed(p)})
     check_native_shapes({key: value.shape for key, value in _tensors(model.variables).items()}, native)
     model.variables = _variables({key: jnp.asarray(value) for key, value in native.items()})
 
 
 def activations(model: FlaxModel, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
-    """Eval-mode outputs of every ``spec.activation_points()`` module, from Flax's captured intermediates."""
-    x = check_input(model.spec, x_nchw, model.dtype)
-    outputs = _activations(model.spec, model.dtype, model.same_padding)(model.variables, nchw_to_nhwc(x))
+    """Eval-mode outputs of every ``spec.activation_points()`` module, from Flax's captured intermediates;
+    a global average pool's (N, 1, 1, C) output is flattened to the spec's (N, C)."""
+    X = check_input(model.spec, x_nchw, model.dtype)
+    outputs = _activations(model.spec, model.dtype, model.network_pitfalls)(model.variables, nchw_to_nhwc(X))
     return {key: _to_nchw(outputs[key]) for key in model.spec.activation_points()}
 
 
@@ -186,28 +240,32 @@ def structure(model: FlaxModel) -> dict[str, tuple[int, int]]:
     """(trainable parameters, conv groups; 1 for BatchNorm and dense) of every parameterised layer of the spec,
     read from the bound linen module at the layer's native path and from its variables."""
     bound = _bound(model)
-    model_table = table(model.spec, model.variant)
+    rule = table(model.spec, model.variant)
     result = {}
     for layer in model.spec.layers():
-        module = _submodule(bound, model_table.native_module(layer.path))
-        params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(module.variables.get("params", {})))
-        result[layer.path] = (int(params), getattr(module, "feature_group_count", 1))
+        module = _submodule(bound, rule.native_module(layer.path))
+        result[layer.path] = (_params(module), getattr(module, "feature_group_count", 1))
     return result
+
+
+def _params(module: nn.Module) -> int:
+    """The trainable parameters of a bound module."""
+    return int(sum(leaf.size for leaf in jax.tree_util.tree_leaves(module.variables.get("params", {}))))
 
 
 def _bound(model: FlaxModel) -> nn.Module:
     """The model's eval-mode linen module bound to its variables."""
-    return _module(model.spec, model.dtype, training=False, same_padding=model.same_padding).bind(model.variables)
+    return _module(model.spec, model.dtype, False, model.network_pitfalls).bind(model.variables)
 
 
 def _submodule(module: nn.Module, native_path: str) -> nn.Module:
-    """The bound submodule at ``native_path`` (``net/stages_0/blocks_1/conv2``): a Sequential's layers by name,
+    """The bound submodule at ``native_path`` (``net/stage1/block1/conv2``): a Sequential's layers by name,
     other modules' submodules by attribute."""
-    for name in native_path.split("/"):
+    for part in native_path.split("/"):
         if isinstance(module, nn.Sequential):
-            module = {getattr(layer, "name", None): layer for layer in module.layers}[name]
+            module = {getattr(layer, "name", None): layer for layer in module.layers}[part]
         else:
-            module = getattr(module, name)
+            module = getattr(module, part)
     return module
 
 
@@ -231,73 +289,83 @@ def _to_nchw(y: jax.Array) -> np.ndarray:
     return nhwc_to_nchw(y) if y.ndim == 4 else y
 
 
+def _native_module(spec: specs.Spec, point: str) -> str:
+    """The native module path of an activation point (``output`` is the standalone block itself)."""
+    return "" if point == OUTPUT else REGISTRY[spec].table.native_module(point)
+
+
+def _trains_differently(spec: specs.Spec) -> bool:
+    """Whether train mode changes what ``spec`` computes: it has BatchNorm or dropout."""
+    return any(node.op in ("bn", "dropout") for node in spec.graph())
+
+
 # Compiled executables hold memory mappings: a process that builds thousands of specs (the deep
 # fuzz profile) must release old ones, or it runs out of mappings and XLA crashes. 32 specs stay warm.
 _CACHED_SPECS = 32
 
 
 @functools.lru_cache(maxsize=_CACHED_SPECS)
-def _module(spec: specs.Spec, dtype: str, training: bool, same_padding: bool) -> nn.Module:
-    """The linen module for ``spec``; ``training`` only matters to BatchNorm (AnyNet, ResNeXtBlock), and
-    ``same_padding`` to the specs ``parity.variants.check_variant`` lets it apply to."""
-    dtype = jnp.dtype(dtype)
-    if isinstance(spec, specs.AnyNet):
-        return AnyNet(spec, same_padding=same_padding, training=training, dtype=dtype)
-    if isinstance(spec, specs.ResNeXtBlock):
-        return ResNeXtBlock.from_spec(spec, same_padding=same_padding, training=training, dtype=dtype)
-    if isinstance(spec, specs.GoogLeNet):
-        return GoogLeNet(spec, same_padding=same_padding, dtype=dtype)
-    if isinstance(spec, specs.Inception):
-        return Inception.from_spec(spec, same_padding=same_padding, dtype=dtype)
-    if isinstance(spec, specs.InceptionNet):
-        return InceptionNet(spec.num_classes, dtype=dtype)
-    if isinstance(spec, specs.InceptionA):
-        return InceptionA(dtype=dtype)
-    raise TypeError(f"the jax backend cannot build {type(spec).__name__} specs")
+def _module(spec: specs.Spec, dtype: str, training: bool, pitfalls: frozenset[str]) -> nn.Module:
+    """The linen module for ``spec`` from its registered builder. ``training`` goes to the models that
+    train differently (BatchNorm, dropout), ``pitfalls`` (the network pitfalls) to those that
+    ``parity.variants.check_variant`` lets one apply to; the other models take neither."""
+    options: dict[str, Any] = {"dtype": jnp.dtype(dtype)}
+    if _trains_differently(spec):
+        options["training"] = training
+    if pitfalls:
+        options["pitfalls"] = pitfalls
+    return REGISTRY[spec].builder(spec, **options)
 
 
 def _init_input(spec: specs.Spec, dtype: str) -> jax.Array:
-    """A small zero NHWC input to initialise with; InceptionNet's dense layer fixes its input size."""
-    height, width = spec.input_size if isinstance(spec, specs.InceptionNet) else (_INIT_SIZE, _INIT_SIZE)
-    return jnp.zeros((1, height, width, spec.in_channels), dtype)
+    """A small zero NHWC input to initialise with: the spec's fixed size (a flatten feeds a dense layer),
+    else the smallest square one from 8 up that it takes (NiN: 67)."""
+    size = spec.fixed_input_size()
+    if size is None:
+        side = next(side for side in itertools.count(_INIT_SIZE) if spatial_size_problem(spec, side, side) is None)
+        size = (side, side)
+    return jnp.zeros((1, *size, spec.in_channels), dtype)
 
 
 @functools.lru_cache(maxsize=2 * _CACHED_SPECS)
 def _init(spec: specs.Spec, dtype: str) -> Callable[..., Any]:
     """``init`` compiled without LLVM optimisation: one random-number kernel per parameter makes the
     optimised compile slow (GoogLeNet: ~2x longer), and init runs once per build on a tiny input."""
-    lowered = jax.jit(_module(spec, dtype, training=False, same_padding=False).init).lower(
+    lowered = jax.jit(_module(spec, dtype, False, frozenset()).init).lower(
         jax.random.PRNGKey(0), _init_input(spec, dtype)
     )
     return lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
 
 
 @functools.lru_cache(maxsize=2 * _CACHED_SPECS)
-def _forward(spec: specs.Spec, dtype: str, train: bool, same_padding: bool) -> Callable[[Any, np.ndarray], jax.Array]:
-    module = _module(spec, dtype, training=train, same_padding=same_padding)
+def _forward(
+    spec: specs.Spec, dtype: str, train: bool, pitfalls: frozenset[str]
+) -> Callable[[Any, np.ndarray], jax.Array]:
+    module = _module(spec, dtype, train, pitfalls)
 
-    def apply(variables: Any, x: jax.Array) -> jax.Array:
+    def apply(variables: Any, X: jax.Array) -> jax.Array:
         if not train:
-            return module.apply(variables, x, mutable=False)
-        y, _updated_batch_stats = module.apply(variables, x, mutable=["batch_stats"])
-        return y
+            return module.apply(variables, X, mutable=False)
+        # Dropout (NiN's) drops with a fixed key: no parity check runs NiN in train mode with dropout
+        # active, so its masks need not match another framework's.
+        Y, _updated_batch_stats = module.apply(variables, X, mutable=["batch_stats"], rngs={"dropout": _DROPOUT_KEY})
+        return Y
 
     return jax.jit(apply)
 
 
 @functools.lru_cache(maxsize=2 * _CACHED_SPECS)
-def _activations(spec: specs.Spec, dtype: str, same_padding: bool) -> Callable[[Any, np.ndarray], dict[str, jax.Array]]:
-    module = _module(spec, dtype, training=False, same_padding=same_padding)
-    native = {key: _native_module(key) for key in spec.activation_points()}
+def _activations(
+    spec: specs.Spec, dtype: str, pitfalls: frozenset[str]
+) -> Callable[[Any, np.ndarray], dict[str, jax.Array]]:
+    module = _module(spec, dtype, False, pitfalls)
+    native = {key: _native_module(spec, key) for key in spec.activation_points()}
+    pooled = [node.name for node in spec.graph() if node.op == "global_avg_pool" and node.point]
 
-    def capture(variables: Any, x: jax.Array) -> dict[str, jax.Array]:
-        _, state = module.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
+    def capture(variables: Any, X: jax.Array) -> dict[str, jax.Array]:
+        _, state = module.apply(variables, X, capture_intermediates=True, mutable=["intermediates"])
         outputs = flatten_dict(state["intermediates"], sep="/")
-        return {key: outputs[f"{path}/__call__" if path else "__call__"][0] for key, path in native.items()}
+        found = {key: outputs[f"{path}/__call__" if path else "__call__"][0] for key, path in native.items()}
+        return {**found, **{key: found[key].reshape((found[key].shape[0], -1)) for key in pooled}}
 
     return jax.jit(capture)
-
-
-def _native_module(point: str) -> str:
-    """The native module path of an activation point (``output`` is the standalone block itself)."""
-    return "" if point == _BLOCK_OUTPUT else TABLE.native_module(point)

@@ -1,63 +1,30 @@
 """d2l's Inception block and GoogLeNet, and the tutorials' InceptionA MNIST net, in Flax linen (NHWC).
 
 Read ``Inception`` and ``GoogLeNet`` side by side with d2l-en
-``chapter_convolutional-modern/googlenet.md`` (its JAX tab), and ``InceptionA`` and
-``InceptionNet`` with the PyTorch tutorials' ``InceptionA``/``Net``. Unlike the book,
-every padding is explicit and symmetric (Flax's ``'same'`` pads only bottom/right
-at stride 2; ``same_padding=True`` builds the book's ``'same'``, a naive port), pools are named modules so that their outputs can be inspected, and
-every layer computes in ``dtype``. Branches are concatenated on the channel axis,
-the last one in NHWC.
+``chapter_convolutional-modern/googlenet.md`` (its JAX tab; the branches are the
+book's ``p1_1`` ... ``p4_2``), and ``InceptionA`` and ``InceptionNet`` with the PyTorch
+tutorials' ``InceptionA``/``Net``. Unlike the book, every padding is explicit and
+symmetric (Flax's ``'same'`` pads only bottom/right at stride 2; the ``same_padding``
+pitfall builds the book's ``'same'``, a naive port), pools are named modules so that
+their outputs can be inspected, and every layer computes in ``dtype``. Branches are
+concatenated on the channel axis, the last one in NHWC.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import jax.numpy as jnp
 from flax import linen as nn
 
-from impl_jax.models import GlobalAvgPool2D, Padding, Sequential, conv, flax_padding, padding
+from impl_jax.anynet import AvgPool2D, Flatten, GlobalAvgPool2D, MaxPool2D, Sequential, conv2d, dense, padding
 from parity import specs
 
 Dtype = Any
-
-
-class MaxPool2D(nn.Module):
-    """A square max-pool, padded with ``padding`` cells on every side (or Flax's ``'SAME'``).
-
-    Flax pads a max-pool with -inf, so a padded cell never wins a max, as in PyTorch.
-    """
-
-    window: int
-    strides: int
-    padding: Padding = 0
-
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        window, strides = (self.window, self.window), (self.strides, self.strides)
-        return nn.max_pool(x, window, strides=strides, padding=flax_padding(self.padding))
-
-
-class AvgPool2D(nn.Module):
-    """A square average pool, padded with ``padding`` zeros on every side that count in the mean
-    (PyTorch's ``count_include_pad=True``): a corner of a 3x3 pool with padding 1 averages 4 cells over 9."""
-
-    window: int
-    strides: int
-    padding: int = 0
-
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        p = self.padding
-        window, strides = (self.window, self.window), (self.strides, self.strides)
-        return nn.avg_pool(x, window, strides=strides, padding=((p, p), (p, p)), count_include_pad=True)
-
-
-class Flatten(nn.Module):
-    """(N, H, W, C) -> (N, H * W * C): NHWC flattens in H-W-C order (the hub permutes the next dense weight)."""
-
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return x.reshape((x.shape[0], -1))
 
 
 def concat_channels(branches: Iterable[jnp.ndarray]) -> jnp.ndarray:
@@ -65,11 +32,11 @@ def concat_channels(branches: Iterable[jnp.ndarray]) -> jnp.ndarray:
 
 
 class Inception(nn.Module, kw_only=True):
-    """d2l's Inception block: four branches, each conv followed by ReLU, concatenated on channels.
+    """d2l's Inception block: four paths, each conv followed by ReLU, concatenated on channels.
 
-    ``c1`` -- ``c4`` are the output channels of each branch; the input channels are
-    those of the input it is initialised with. ``same_padding``: Flax's ``'SAME'`` in
-    every padded conv and pool (the ``same_padding`` variant; at stride 1 it pads symmetrically).
+    ``c1`` -- ``c4`` are the output channels of each path; the input channels are
+    those of the input it is initialised with. ``pitfalls``: ``same_padding`` puts Flax's
+    ``'SAME'`` in every padded conv and pool (at stride 1 it pads symmetrically).
     """
 
     c1: int
@@ -77,67 +44,66 @@ class Inception(nn.Module, kw_only=True):
     c3: tuple[int, int]
     c4: int
     conv_bias: bool = True
-    same_padding: bool = False
+    pitfalls: frozenset[str] = frozenset()
     dtype: Dtype = jnp.float32
 
     @classmethod
     def from_spec(cls, block: specs.Inception, **kwargs: Any) -> Inception:
-        """The block ``block`` describes; ``kwargs``: same_padding, dtype, name, parent."""
+        """The block ``block`` describes; ``kwargs``: pitfalls, dtype, name, parent."""
         return cls(c1=block.c1, c2=block.c2, c3=block.c3, c4=block.c4, conv_bias=block.conv_bias, **kwargs)
 
     def setup(self) -> None:
-        options = dict(use_bias=self.conv_bias, dtype=self.dtype)
-        # Branch 1
-        self.b1_1 = conv(self.c1, 1, **options)
-        # Branch 2
-        self.b2_1 = conv(self.c2[0], 1, **options)
-        self.b2_2 = conv(self.c2[1], 3, padding=self.pad(1), **options)
-        # Branch 3
-        self.b3_1 = conv(self.c3[0], 1, **options)
-        self.b3_2 = conv(self.c3[1], 5, padding=self.pad(2), **options)
-        # Branch 4
-        self.b4_1 = MaxPool2D(window=3, strides=1, padding=self.pad(1))
-        self.b4_2 = conv(self.c4, 1, **options)
+        conv = functools.partial(conv2d, use_bias=self.conv_bias, dtype=self.dtype)
+        pad = functools.partial(padding, same="same_padding" in self.pitfalls)
+        # Path 1 is a single 1 x 1 convolutional layer
+        self.p1_1 = conv(self.c1, 1)
+        # Path 2 is a 1 x 1 convolutional layer followed by a 3 x 3 convolutional layer
+        self.p2_1 = conv(self.c2[0], 1)
+        self.p2_2 = conv(self.c2[1], 3, padding=pad(1))
+        # Path 3 is a 1 x 1 convolutional layer followed by a 5 x 5 convolutional layer
+        self.p3_1 = conv(self.c3[0], 1)
+        self.p3_2 = conv(self.c3[1], 5, padding=pad(2))
+        # Path 4 is a 3 x 3 maximum pooling layer followed by a 1 x 1 convolutional layer
+        self.p4_1 = MaxPool2D(window=3, strides=1, padding=pad(1))
+        self.p4_2 = conv(self.c4, 1)
 
-    def pad(self, amount: int) -> Padding:
-        return padding(amount, self.same_padding)
-
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        b1 = nn.relu(self.b1_1(x))
-        b2 = nn.relu(self.b2_2(nn.relu(self.b2_1(x))))
-        b3 = nn.relu(self.b3_2(nn.relu(self.b3_1(x))))
-        b4 = nn.relu(self.b4_2(self.b4_1(x)))
-        return concat_channels((b1, b2, b3, b4))
-
-
-def max_pool_3x3_s2(same_padding: bool = False) -> MaxPool2D:
-    """GoogLeNet's downsampling: 3x3, stride 2, padding 1 (or Flax's ``'SAME'``)."""
-    return MaxPool2D(window=3, strides=2, padding=padding(1, same_padding), parent=None, name="pool")
+    def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
+        p1 = nn.relu(self.p1_1(X))
+        p2 = nn.relu(self.p2_2(nn.relu(self.p2_1(X))))
+        p3 = nn.relu(self.p3_2(nn.relu(self.p3_1(X))))
+        p4 = nn.relu(self.p4_2(self.p4_1(X)))
+        return concat_channels((p1, p2, p3, p4))
 
 
 class GoogLeNet(nn.Module):
-    """d2l's GoogLeNet: ``net`` = Sequential(b1, b2, b3, b4, b5, head).
+    """d2l's GoogLeNet: ``net`` = Sequential(b1, b2, b3, b4, b5, head), ``head`` the Dense layer
+    itself as in the book (the book's Flax name is its index; here ``head``, as PyTorch's).
 
-    The book's ``net`` holds its final ``Dense`` directly; here it sits in ``head``
-    (as ``head/fc``) because its canonical name, shared with AnyNet, is ``head.fc``.
-    The layer summary shows it as the book does, as the last top-level layer.
-    ``same_padding``: Flax's ``'SAME'`` in every padded conv and pool (the ``same_padding`` variant).
+    ``pitfalls``: ``same_padding`` puts Flax's ``'SAME'`` in every padded conv and pool.
     """
 
     spec: specs.GoogLeNet = dataclasses.field(default_factory=specs.GoogLeNet)
-    same_padding: bool = False
+    pitfalls: frozenset[str] = frozenset()
     dtype: Dtype = jnp.float32
 
     def setup(self) -> None:
         stages = itertools.groupby(self.spec.inceptions(), key=lambda path_block: path_block[0].split(".")[0])
         blocks = {stage: [block for _, block in path_blocks] for stage, path_blocks in stages}
+        # Output shapes for a (1, 96, 96, 1) input, as d2l prints them.
         self.net = Sequential(
-            [self.b1(), self.b2(), self.b3(blocks["b3"]), self.b4(blocks["b4"]), self.b5(blocks["b5"]), self.head()]
+            [
+                self.b1(),  # N x 24 x 24 x 64
+                self.b2(),  # N x 12 x 12 x 192
+                self.b3(blocks["b3"]),  # N x 6 x 6 x 480
+                self.b4(blocks["b4"]),  # N x 3 x 3 x 832
+                self.b5(blocks["b5"]),  # N x 1024
+                dense(self.spec.num_classes, dtype=self.dtype, name="head"),  # N x num_classes
+            ]
         )
 
-    def spec_conv(self, features: int, kernel_size: int, name: str, *, padding: int = 0, **kwargs: Any) -> nn.Conv:
+    def conv(self, features: int, kernel_size: int, name: str, *, padding: int = 0, **kwargs: Any) -> nn.Conv:
         """A convolution with the spec's bias, in the model's dtype, padded as the model pads."""
-        return conv(
+        return conv2d(
             features,
             kernel_size,
             padding=self.pad(padding),
@@ -147,37 +113,25 @@ class GoogLeNet(nn.Module):
             **kwargs,
         )
 
-    def pad(self, amount: int) -> Padding:
-        return padding(amount, self.same_padding)
+    def pad(self, amount: int) -> int | str:
+        return padding(amount, "same_padding" in self.pitfalls)
 
     def pool(self) -> MaxPool2D:
-        return max_pool_3x3_s2(self.same_padding)
+        """The downsampling between stages: 3x3, stride 2, padding 1."""
+        return MaxPool2D(window=3, strides=2, padding=self.pad(1), parent=None, name="pool")
 
     def inceptions(self, blocks: Iterable[specs.Inception]) -> list[Inception]:
-        return [
-            Inception.from_spec(
-                block, same_padding=self.same_padding, dtype=self.dtype, parent=None, name=f"inception_{k}"
-            )
-            for k, block in enumerate(blocks)
-        ]
+        block = functools.partial(Inception.from_spec, pitfalls=self.pitfalls, dtype=self.dtype, parent=None)
+        return [block(spec, name=f"inception{k}") for k, spec in enumerate(blocks)]
 
     def b1(self) -> Sequential:
         return Sequential(
-            [self.spec_conv(64, 7, "conv", strides=2, padding=3), nn.relu, self.pool()], parent=None, name="b1"
+            [self.conv(64, 7, "conv", strides=2, padding=3), nn.relu, self.pool()], parent=None, name="b1"
         )
 
     def b2(self) -> Sequential:
-        return Sequential(
-            [
-                self.spec_conv(64, 1, "conv1"),
-                nn.relu,
-                self.spec_conv(192, 3, "conv2", padding=1),
-                nn.relu,
-                self.pool(),
-            ],
-            parent=None,
-            name="b2",
-        )
+        layers = [self.conv(64, 1, "conv1"), nn.relu, self.conv(192, 3, "conv2", padding=1), nn.relu, self.pool()]
+        return Sequential(layers, parent=None, name="b2")
 
     def b3(self, blocks: Iterable[specs.Inception]) -> Sequential:
         return Sequential([*self.inceptions(blocks), self.pool()], parent=None, name="b3")
@@ -188,12 +142,8 @@ class GoogLeNet(nn.Module):
     def b5(self, blocks: Iterable[specs.Inception]) -> Sequential:
         return Sequential([*self.inceptions(blocks), GlobalAvgPool2D(parent=None, name="pool")], parent=None, name="b5")
 
-    def head(self) -> Sequential:
-        dense = nn.Dense(self.spec.num_classes, dtype=self.dtype, param_dtype=self.dtype, parent=None, name="fc")
-        return Sequential([dense], parent=None, name="head")
-
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return self.net(x)
+    def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
+        return self.net(X)
 
 
 class InceptionA(nn.Module):
@@ -202,25 +152,30 @@ class InceptionA(nn.Module):
 
     dtype: Dtype = jnp.float32
 
+    @classmethod
+    def from_spec(cls, block: specs.InceptionA, **kwargs: Any) -> InceptionA:
+        """The block ``block`` describes (it has no options); ``kwargs``: dtype, name, parent."""
+        return cls(**kwargs)
+
     def setup(self) -> None:
-        options = dict(use_bias=True, dtype=self.dtype)
-        self.branch1x1 = conv(16, 1, **options)
+        conv = functools.partial(conv2d, use_bias=True, dtype=self.dtype)
+        self.branch1x1 = conv(16, 1)
 
-        self.branch5x5_1 = conv(16, 1, **options)
-        self.branch5x5_2 = conv(24, 5, padding=2, **options)
+        self.branch5x5_1 = conv(16, 1)
+        self.branch5x5_2 = conv(24, 5, padding=2)
 
-        self.branch3x3_1 = conv(16, 1, **options)
-        self.branch3x3_2 = conv(24, 3, padding=1, **options)
-        self.branch3x3_3 = conv(24, 3, padding=1, **options)
+        self.branch3x3_1 = conv(16, 1)
+        self.branch3x3_2 = conv(24, 3, padding=1)
+        self.branch3x3_3 = conv(24, 3, padding=1)
 
         self.branch_pool_avg = AvgPool2D(window=3, strides=1, padding=1)
-        self.branch_pool = conv(24, 1, **options)
+        self.branch_pool = conv(24, 1)
 
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        branch1x1 = self.branch1x1(x)
-        branch5x5 = self.branch5x5_2(self.branch5x5_1(x))
-        branch3x3 = self.branch3x3_3(self.branch3x3_2(self.branch3x3_1(x)))
-        branch_pool = self.branch_pool(self.branch_pool_avg(x))
+    def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
+        branch1x1 = self.branch1x1(X)
+        branch5x5 = self.branch5x5_2(self.branch5x5_1(X))
+        branch3x3 = self.branch3x3_3(self.branch3x3_2(self.branch3x3_1(X)))
+        branch_pool = self.branch_pool(self.branch_pool_avg(X))
         return concat_channels((branch1x1, branch5x5, branch3x3, branch_pool))
 
 
@@ -236,11 +191,17 @@ class InceptionNet(nn.Module):
     num_classes: int = 10
     dtype: Dtype = jnp.float32
 
+    @classmethod
+    def from_spec(cls, net: specs.InceptionNet, **kwargs: Any) -> InceptionNet:
+        """The net ``net`` describes; ``kwargs``: dtype, name, parent."""
+        return cls(num_classes=net.num_classes, **kwargs)
+
     def setup(self) -> None:
-        self.conv1 = conv(10, 5, use_bias=True, dtype=self.dtype)
+        conv = functools.partial(conv2d, use_bias=True, dtype=self.dtype)
+        self.conv1 = conv(10, 5)
         self.pool1 = max_pool_relu()
         self.incep1 = InceptionA(dtype=self.dtype)
-        self.conv2 = conv(20, 5, use_bias=True, dtype=self.dtype)
+        self.conv2 = conv(20, 5)
         self.pool2 = max_pool_relu()
         self.incep2 = InceptionA(dtype=self.dtype)
         self.flatten = Flatten()
@@ -250,7 +211,7 @@ class InceptionNet(nn.Module):
         """The top-level layers in execution order: ``__call__`` runs them, and so does the layer summary."""
         return [self.conv1, self.pool1, self.incep1, self.conv2, self.pool2, self.incep2, self.flatten, self.fc]
 
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
         for layer in self.layers():
-            x = layer(x)
-        return x
+            X = layer(X)
+        return X

@@ -3,9 +3,11 @@
 Gluon is NCHW with PyTorch's kernel layouts, and its Dense flattens a feature map in
 PyTorch's (C, H, W) order, so every tensor maps to the canonical form unchanged; only
 the names differ. Native names are the ``collect_params()`` keys, which the explicit
-prefixes in ``impl_mxnet.models`` and ``impl_mxnet.googlenet`` make predictable:
-``stages.1.blocks.0.conv2.weight`` is ``stage1_block0_conv2_weight``,
-``b3.0.b2_2.weight`` is ``b3_0_b2_2_weight``.
+prefixes in ``impl_mxnet.anynet``, ``impl_mxnet.inception`` and ``impl_mxnet.classic``
+make predictable: ``stages.1.blocks.0.conv2.weight`` is ``stage2_block0_conv2_weight``,
+``b3.0.b2_2.weight`` is ``b3_inception0_p2_2_weight``, ``blocks.0.conv1.weight`` is
+``block0_conv1_weight``. The same tables name the Gluon blocks whose outputs are the
+activation points (a block's name is its prefix without the trailing ``_``).
 
 The ``d2l_stage_bug`` variant is the book's AnyNet as its MXNet code really builds it.
 Its later blocks have other tensors than the spec says, so its weights are checked and
@@ -16,15 +18,17 @@ weights of the spec do not load into it, and its own weights round-trip.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, nd
 
-from impl_mxnet.googlenet import GoogLeNet, Inception, InceptionA, InceptionNet
-from impl_mxnet.models import AnyNet, ResNeXtBlock
+from impl_mxnet.anynet import AnyNet, ResNeXtBlock
+from impl_mxnet.classic import NiN
+from impl_mxnet.inception import GoogLeNet, Inception, InceptionA, InceptionNet
 from parity import hub, specs
-from parity.backends import DTYPES, SummaryRow, check_input
+from parity.backends import Registry, SummaryRow, check_dtype, check_input
 from parity.variants import check_variant
 from parity.weights import Weights
 
@@ -38,40 +42,49 @@ VARIANTS = {
     "with the same output shapes",
 }
 
-TABLE = hub.NameTable(
-    modules=((r"^stages\.(\d+)\.blocks\.(\d+)", r"stage\1_block\2"), (r"\.", "_")),
-    leaves={
-        "conv.weight": ("weight", "identity"),
-        "conv.bias": ("bias", "identity"),
-        "batchnorm.weight": ("gamma", "identity"),
-        "batchnorm.bias": ("beta", "identity"),
-        "batchnorm.running_mean": ("running_mean", "identity"),
-        "batchnorm.running_var": ("running_var", "identity"),
-        "dense.weight": ("weight", "identity"),
-        "dense.bias": ("bias", "identity"),
-    },
+# Gluon calls BatchNorm's scale and shift gamma and beta; every other leaf is PyTorch's.
+LEAVES = hub.leaves(batchnorm_weight=("gamma", "identity"), batchnorm_bias=("beta", "identity"))
+
+
+def _stage_block(match: re.Match) -> str:
+    """``stages.{i}.blocks.{j}`` -> ``stage{i+1}.block{j}``: stages count from 1, as the book's ``f'stage{i+1}'``."""
+    return f"stage{int(match[1]) + 1}.block{match[2]}"
+
+
+# Each table maps canonical module paths (of weights and of activation points) to Gluon block names.
+# d2l's AnyNet and ResNeXt block: stage1_block0_conv1.
+ANYNET_TABLE = hub.NameTable(
+    modules=((r"^stages\.(\d+)\.blocks\.(\d+)", _stage_block), (r"\.", "_")), leaves=LEAVES, separator="_"
+)
+# d2l's GoogLeNet and Inception block: the book's branch names p1_1 .. p4_2, block k of a stage
+# inception{k} (b3_inception0_p2_2); the tutorials' InceptionNet and InceptionA keep the canonical names.
+INCEPTION_TABLE = hub.NameTable(
+    modules=((r"^(b\d)\.(\d+)", r"\1.inception\2"), (r"(^|\.)b(\d_\d)$", r"\1p\2"), (r"\.", "_")),
+    leaves=LEAVES,
     separator="_",
-    flatten_order="CHW",
+)
+# d2l's NiN: block{i}_conv{k}, pool{i}, dropout, head_pool.
+NIN_TABLE = hub.NameTable(
+    modules=((r"^blocks\.(\d+)", r"block\1"), (r"^pools\.(\d+)", r"pool\1"), (r"\.", "_")), leaves=LEAVES, separator="_"
 )
 
+REGISTRY = Registry(name)
+REGISTRY.register(specs.ResNeXtBlock, ResNeXtBlock.from_spec, ANYNET_TABLE)
+REGISTRY.register(specs.AnyNet, AnyNet, ANYNET_TABLE)
+REGISTRY.register(specs.Inception, Inception.from_spec, INCEPTION_TABLE)
+REGISTRY.register(specs.GoogLeNet, GoogLeNet, INCEPTION_TABLE)
+REGISTRY.register(specs.InceptionA, InceptionA.from_spec, INCEPTION_TABLE)
+REGISTRY.register(specs.InceptionNet, InceptionNet, INCEPTION_TABLE)
+REGISTRY.register(specs.NiN, NiN, NIN_TABLE)
 
-def table(spec: specs.Spec) -> hub.NameTable:
-    """The name table for ``spec``: Gluon's prefixes give every spec the same rules."""
-    return TABLE
+Model = AnyNet | ResNeXtBlock | GoogLeNet | Inception | InceptionNet | InceptionA | NiN
 
 
-Model = AnyNet | ResNeXtBlock | GoogLeNet | Inception | InceptionNet | InceptionA
-BLOCKS = (ResNeXtBlock, Inception, InceptionA)
-MODELS = {
-    specs.AnyNet: AnyNet,
-    specs.ResNeXtBlock: ResNeXtBlock.from_spec,
-    specs.GoogLeNet: GoogLeNet,
-    specs.Inception: Inception.from_spec,
-    specs.InceptionNet: InceptionNet,
-    specs.InceptionA: InceptionA.from_spec,
-}
-# Activation points that parity.specs defines as (N, C): Gluon's global pools keep (N, C, 1, 1).
-POOLED_POINTS = ("head.pool", "b5")
+def table(spec: specs.Spec, variant: str | None = None) -> hub.NameTable:
+    """The name table of ``spec``'s kind; the variant (checked) changes which tensors there are, not their names."""
+    entry = REGISTRY[spec]
+    check_variant(name, VARIANTS, spec, variant)
+    return entry.table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,18 +99,14 @@ class AsBuilt:
 
 
 def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str | None = None) -> Model:
-    """A Gluon model for ``spec``, Xavier-initialised from ``seed`` (biases 0, BatchNorm 1/0/0/1), in ``dtype``;
-    ``variant`` is one of ``VARIANTS`` or None."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if type(spec) not in MODELS:
-        known = ", ".join(cls.__name__ for cls in MODELS)
-        raise TypeError(f"spec: expected one of parity.specs.{{{known}}}, got {type(spec).__name__}")
-    check_variant(name, VARIANTS, spec, variant)
-    if variant == "d2l_stage_bug":
-        model = AnyNet(spec, d2l_stage_bug=True, prefix="")
-    else:
-        model = MODELS[type(spec)](spec, prefix="")
+    """A Gluon model for ``spec``, Xavier-initialised from ``seed`` as d2l's ``init.Xavier()`` (uniform
+    weights; biases 0, BatchNorm 1/0/0/1), in ``dtype``; ``variant`` is one of ``VARIANTS`` or None."""
+    check_dtype(dtype)
+    builder = REGISTRY[spec].builder
+    pitfalls = check_variant(name, VARIANTS, spec, variant)
+    # Only AnyNet has a pitfall here (check_variant refuses d2l_stage_bug for every other spec),
+    # so only a variant's model is given ``pitfalls``.
+    model = builder(spec, prefix="", **({"pitfalls": pitfalls} if pitfalls else {}))
     mx.random.seed(seed)
     model.initialize(mx.init.Xavier())
     model.cast(dtype)
@@ -106,11 +115,32 @@ def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str 
     return model
 
 
+def _block_layers(block: ResNeXtBlock, path: str) -> list[specs.Layer]:
+    """The canonical layers of a block as it was built, under ``path``."""
+    g = specs.GraphBuilder()
+    block.spec.add_to(g, g.input, path)
+    return [node.layer for node in g.nodes if node.layer is not None]
+
+
 def _as_built(model: Model) -> specs.Spec | AsBuilt:
-    """What the model's canonical weights are checked against: its spec, or a variant's layers as built."""
+    """What the model's canonical weights are checked against: its spec, or a variant's layers as built.
+
+    The one variant is AnyNet's: the spec's stem and head, and each stage's blocks' layers as
+    the blocks themselves were built.
+    """
     if model.variant is None:
         return model.spec
-    return AsBuilt(f"{model.spec.name} (variant {model.variant})", tuple(model.layers()))
+    spec = model.spec
+    stages = list(model.net)[1 : 1 + len(spec.stages)]  # net: stem, the stages, pool, dense
+    blocks = [
+        layer
+        for i, stage in enumerate(stages)
+        for j, block in enumerate(stage)
+        for layer in _block_layers(block, specs.block_path(i, j))
+    ]
+    stem = [layer for layer in spec.layers() if layer.path.startswith("stem.")]
+    head = [layer for layer in spec.layers() if layer.path.startswith("head.")]
+    return AsBuilt(f"{spec.name} (variant {model.variant})", (*stem, *blocks, *head))
 
 
 def _input(model: Model, x_nchw: np.ndarray) -> nd.NDArray:
@@ -122,20 +152,13 @@ def forward(model: Model, x_nchw: np.ndarray, train: bool = False) -> np.ndarray
 
     Gluon writes BatchNorm running statistics only in the backward pass of a graph
     recorded under ``autograd.record()``; ``autograd.pause`` records nothing, even
-    inside a caller's ``record()``, so no mode changes the model.
+    inside a caller's ``record()``, so no mode changes the model. ``train`` also makes
+    NiN's dropout drop, with MXNet's global RNG: no parity check runs NiN in train mode
+    with dropout active, so its masks need not match another framework's.
     """
     x = _input(model, x_nchw)
     with autograd.pause(train_mode=train):
         return model(x).asnumpy()
-
-
-def _summary_groups(spec: specs.AnyNet | specs.GoogLeNet | specs.InceptionNet) -> list[str]:
-    """The canonical group of each layer of ``model.net``."""
-    if isinstance(spec, specs.AnyNet):  # Gluon's head is two layers
-        return ["stem"] + [f"stages.{i}" for i in range(len(spec.stages))] + ["head", "head"]
-    if isinstance(spec, specs.GoogLeNet):
-        return ["b1", "b2", "b3", "b4", "b5", "head"]
-    return ["conv1", "incep1", "conv2", "incep2", "fc"]
 
 
 def _trainable_parameters(layer: mx.gluon.Block) -> int:
@@ -147,19 +170,33 @@ def _summary_row(layer: mx.gluon.Block, output: nd.NDArray, group: str) -> Summa
 
 
 def layer_summary(model: Model, input_shape: tuple[int, ...]) -> list[SummaryRow]:
-    """d2l's layer summary: a zero input through each layer of ``model.net`` in turn, in eval mode."""
+    """d2l's layer summary: a zero input through each layer of ``model.net`` in turn (a block is one row),
+    in eval mode, grouped by ``spec.summary_groups()``.
+
+    Gluon's head is two layers (a global pool, then Dense or Flatten) where the spec has one
+    group: every layer past the spec's groups belongs to its last group.
+    """
     X = _input(model, np.zeros(input_shape, dtype=model.dtype))
+    layers = list(model.net) if hasattr(model, "net") else [model]  # d2l's nets keep their layers in ``net``
+    groups = model.spec.summary_groups()
+    groups += [groups[-1]] * (len(layers) - len(groups))
+    rows = []
     with autograd.pause(train_mode=False):
-        if isinstance(model, BLOCKS):
-            return [_summary_row(model, model(X), "block")]
-        rows = []
-        for layer, group in zip(model.net, _summary_groups(model.spec), strict=True):
+        for layer, group in zip(layers, groups, strict=True):
             X = layer(X)
             rows.append(_summary_row(layer, X, group))
     return rows
 
 
+def _settle() -> None:
+    """Wait for every pending MXNet operation. An eval-mode conv on MXNet's oneDNN (MKL-DNN) CPU build
+    reorders its weight into oneDNN's layout in place, asynchronously, after the conv itself has run;
+    a raw read or write of that weight meanwhile sees, or is overwritten by, the reordered bytes."""
+    nd.waitall()
+
+
 def export_weights(model: Model) -> Weights:
+    _settle()
     native = {key: param.data().asnumpy() for key, param in model.collect_params().items()}
     return hub.from_native(_as_built(model), native, table(model.spec))
 
@@ -171,6 +208,7 @@ def load_weights(model: Model, weights: Weights, allow_nonfinite: bool = False) 
     )
     params = model.collect_params()
     hub.check_native_shapes({key: param.shape for key, param in params.items()}, native)
+    _settle()
     for key, value in native.items():
         params[key].set_data(nd.array(value, dtype=model.dtype))
 
@@ -230,7 +268,8 @@ def activations(model: Model, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
     finally:
         for handle in handles:
             handle.detach()
-    for point in POOLED_POINTS:
-        if point in outputs:
-            outputs[point] = outputs[point].reshape(x.shape[0], -1)
+    # The spec's global average pools give (N, C); Gluon's GlobalAvgPool2D keeps (N, C, 1, 1).
+    for node in model.spec.graph():
+        if node.op == "global_avg_pool" and node.point:
+            outputs[node.name] = outputs[node.name].reshape(x.shape[0], -1)
     return {point: outputs[point] for point in model.spec.activation_points()}

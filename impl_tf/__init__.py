@@ -1,4 +1,4 @@
-"""d2l's AnyNet/RegNetX, ResNeXt block, Inception block and GoogLeNet, and the tutorials'
+"""d2l's AnyNet/RegNetX, ResNeXt block, Inception block, GoogLeNet and NiN, and the tutorials'
 InceptionA MNIST net, in Keras 3 on the TensorFlow backend.
 
 Importing this package pins ``KERAS_BACKEND=tensorflow`` before Keras is
@@ -27,3 +27,9 @@ def _require_tensorflow_keras() -> None:
 _require_tensorflow_keras()
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from impl_tf.anynet import AnyNet, RegNetX32, ResNeXtBlock  # noqa: E402  (Keras after the pin)
+from impl_tf.classic import NiN  # noqa: E402
+from impl_tf.inception import GoogLeNet, Inception, InceptionA, InceptionNet  # noqa: E402
+
+__all__ = ["AnyNet", "GoogLeNet", "Inception", "InceptionA", "InceptionNet", "NiN", "RegNetX32", "ResNeXtBlock"]

@@ -2,40 +2,52 @@
 
 Keras is imported after ``impl_tf/__init__.py`` has pinned it to TensorFlow.
 
-Native tensor names are Keras variable paths relative to the model, e.g.
-``net/stage0/block0/conv2/kernel`` for a model whose variable path is
-``anynet/net/stage0/block0/conv2/kernel``. Two tables map canonical names to them:
-``TABLE`` for AnyNet and the ResNeXt block, ``INCEPTION_TABLE`` for the Inception
-family, because both AnyNet and GoogLeNet call their classifier ``head.fc`` while
-d2l puts it in a ``head`` Sequential in one and directly in ``net`` in the other.
+Native names are Keras layer paths relative to the model, e.g. ``net/stage1/block0/conv2/kernel``
+for a model whose variable path is ``anynet/net/stage1/block0/conv2/kernel``. Each table maps
+canonical module paths, of weights and of activation points, to native ones: AnyNet names its
+stages from 1 as d2l does (``f'stage{i+1}'``), d2l's Inception block its paths ``p1_1`` ...
+``p4_2``, and GoogLeNet's classifier is ``net/fc`` where AnyNet's is ``net/head/fc``.
+
+Activations are recorded while the model runs eagerly: every layer's ``call`` is shadowed for
+that run by one that keeps its output under the layer's native path (``_recording``).
 
 ``VARIANTS`` are naive ports, one classic porting pitfall each, built with
-``build(spec, variant=...)``: real, runnable models that differ from the spec's
-function. Three change the layers (``impl_tf.models.LayerMaker``), two only the way
-``load_weights`` and ``export_weights`` map canonical tensors (``table(spec, variant)``).
+``build(spec, variant=...)``: real, runnable models that differ from the spec's function.
+``check_variant`` turns a variant into the model's ``pitfalls``; three change the layers
+(``impl_tf.anynet.LayerMaker``, ``impl_tf.inception``), two only the way ``load_weights`` and
+``export_weights`` map canonical tensors (``table(spec, variant)``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-
-import numpy as np
+import re
+from collections.abc import Iterator
 
 import keras
+import numpy as np
 import tensorflow as tf
-from impl_tf import inception, models
+
+from impl_tf.anynet import AnyNet, ResNeXtBlock
+from impl_tf.classic import NiN
+from impl_tf.inception import GoogLeNet, Inception, InceptionA, InceptionNet
 from parity import specs
-from parity.backends import DTYPES, InputError, SummaryRow, check_input
-from parity.hub import NameTable, check_native_shapes, from_native, to_native
+from parity.backends import InputError, Registry, SummaryRow, check_dtype, check_input
+from parity.hub import NameTable, check_native_shapes, from_native, leaves, to_native
 from parity.layout import nchw_to_nhwc, nhwc_to_nchw
 from parity.variants import check_variant, fits_untransposed, untransposed
 from parity.weights import Param, Weights, schema
 
 VARIANTS = {
-    "same_padding": "d2l's TF code: padding='same' in every padded conv and pool; at stride 2 it pads bottom/right only",
+    "same_padding": (
+        "d2l's TF code: padding='same' in every padded conv and pool; at stride 2 it pads bottom/right only"
+    ),
     "keras_bn_epsilon": "BatchNormalization() with Keras' default epsilon 1e-3 instead of the spec's",
-    "avgpool_excludes_padding": "InceptionA's pool as AveragePooling2D(padding='same'): padded zeros left out of the mean",
+    "avgpool_excludes_padding": (
+        "InceptionA's pool as AveragePooling2D(padding='same'): padded zeros left out of the mean"
+    ),
     "unpermuted_flatten": "the dense weight after a flatten copied without the NCHW->NHWC input-axis permutation",
     "untransposed_kernel": "OIHW kernels transposed (2, 3, 0, 1) to (kh, kw, O, I/g) wherever that shape equals HWIO's",
 }
@@ -44,64 +56,67 @@ name = "tf"
 layout = "NHWC"
 extra = "tf"
 
-_LEAVES = {
-    "conv.weight": ("kernel", "OIHW->HWIO"),
-    "conv.bias": ("bias", "identity"),
-    "batchnorm.weight": ("gamma", "identity"),
-    "batchnorm.bias": ("beta", "identity"),
-    "batchnorm.running_mean": ("moving_mean", "identity"),
-    "batchnorm.running_var": ("moving_variance", "identity"),
-    "dense.weight": ("kernel", "(out,in)->(in,out)"),
-    "dense.bias": ("bias", "identity"),
-}
+LEAVES = leaves(
+    conv_weight=("kernel", "OIHW->HWIO"),
+    batchnorm_weight=("gamma", "identity"),
+    batchnorm_bias=("beta", "identity"),
+    batchnorm_running_mean=("moving_mean", "identity"),
+    batchnorm_running_var=("moving_variance", "identity"),
+    dense_weight=("kernel", "(out,in)->(in,out)"),
+)
+_KERAS = {"leaves": LEAVES, "separator": "/", "flatten_order": "HWC"}
 
-TABLE = NameTable(
-    modules=(
-        (r"^stages\.(\d+)\.blocks\.(\d+)", r"net/stage\1/block\2"),
-        (r"^(stem|head)\b", r"net/\1"),
-        (r"\.", "/"),
-    ),
-    leaves=_LEAVES,
-    separator="/",
-    flatten_order="HWC",
+
+def _stage(match: re.Match) -> str:
+    """``stages.{i}.blocks.{j}`` -> ``net/stage{i+1}/block{j}``: stages from 1, as d2l names them."""
+    return f"net/stage{int(match[1]) + 1}/block{match[2]}"
+
+
+# d2l's AnyNet and ResNeXt block.
+ANYNET_TABLE = NameTable(
+    modules=((r"^stages\.(\d+)\.blocks\.(\d+)", _stage), (r"^(stem|head)\b", r"net/\1"), (r"\.", "/")),
+    **_KERAS,
 )
 
+# d2l's GoogLeNet and Inception block (paths p1_1 .. p4_2, blocks inception{k} in a stage, the
+# classifier net/fc), and the tutorials' InceptionNet and InceptionA (the average pool that feeds
+# branch_pool is branch_pool_avg; the tutorial pools, then applies ReLU, so the point pool{i},
+# after both, is the output of relu{i}).
 INCEPTION_TABLE = NameTable(
     modules=(
         (r"^head\.fc$", "net/fc"),
         (r"^(b[1-5])\.(\d+)\b", r"net/\1/inception\2"),
         (r"^(b[1-5]|conv\d|incep\d|fc)\b", r"net/\1"),
+        (r"^pool(\d)$", r"net/relu\1"),
+        (r"\bb(\d)_(\d)$", r"p\1_\2"),
+        (r"\bbranch_pool\.avg$", "branch_pool_avg"),
         (r"\.", "/"),
     ),
-    leaves=_LEAVES,
-    separator="/",
-    flatten_order="HWC",
+    **_KERAS,
 )
 
-_MODELS = {
-    specs.AnyNet: (models.AnyNet, TABLE),
-    specs.ResNeXtBlock: (models.ResNeXtBlock, TABLE),
-    specs.Inception: (inception.Inception, INCEPTION_TABLE),
-    specs.GoogLeNet: (inception.GoogLeNet, INCEPTION_TABLE),
-    specs.InceptionA: (inception.InceptionA, INCEPTION_TABLE),
-    specs.InceptionNet: (inception.InceptionNet, INCEPTION_TABLE),
-}
-_BLOCKS = (models.ResNeXtBlock, inception.Inception, inception.InceptionA)
-
-Model = (
-    models.AnyNet | models.ResNeXtBlock | inception.Inception | inception.GoogLeNet | inception.InceptionA | inception.InceptionNet
+# d2l's NiN: one flat Sequential, net/block{i}/conv{k}, net/pool{i}, net/dropout, net/avg_pool.
+NIN_TABLE = NameTable(
+    modules=(
+        (r"^blocks\.(\d+)", r"net/block\1"),
+        (r"^pools\.(\d+)$", r"net/pool\1"),
+        (r"^dropout$", "net/dropout"),
+        (r"^head\.pool$", "net/avg_pool"),
+        (r"\.", "/"),
+    ),
+    **_KERAS,
 )
 
+REGISTRY = Registry(name)
+REGISTRY.register(specs.ResNeXtBlock, ResNeXtBlock, ANYNET_TABLE)
+REGISTRY.register(specs.AnyNet, AnyNet, ANYNET_TABLE)
+REGISTRY.register(specs.Inception, Inception, INCEPTION_TABLE)
+REGISTRY.register(specs.GoogLeNet, GoogLeNet, INCEPTION_TABLE)
+REGISTRY.register(specs.InceptionA, InceptionA, INCEPTION_TABLE)
+REGISTRY.register(specs.InceptionNet, InceptionNet, INCEPTION_TABLE)
+REGISTRY.register(specs.NiN, NiN, NIN_TABLE)
 
-def table(spec: specs.Spec, variant: str | None = None) -> NameTable:
-    """The name table of ``spec``'s architecture, or of the naive port ``variant`` (the same names
-    and shapes, other transforms under ``unpermuted_flatten`` and ``untransposed_kernel``)."""
-    faithful = _MODELS[type(spec)][1]
-    if variant == "unpermuted_flatten":
-        return dataclasses.replace(faithful, flatten_order="CHW")
-    if variant == "untransposed_kernel":
-        return UntransposedKernelTable(faithful.modules, faithful.leaves, faithful.separator, faithful.flatten_order)
-    return faithful
+Model = AnyNet | ResNeXtBlock | Inception | GoogLeNet | InceptionA | InceptionNet | NiN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,25 +145,37 @@ class UntransposedKernelTable(NameTable):
         ]
 
 
+def table(spec: specs.Spec, variant: str | None = None) -> NameTable:
+    """The name table of ``spec``'s architecture, or of the naive port ``variant`` (the same names
+    and shapes, other transforms under ``unpermuted_flatten`` and ``untransposed_kernel``)."""
+    return _table(spec, check_variant(name, VARIANTS, spec, variant))
+
+
+def _table(spec: specs.Spec, pitfalls: frozenset[str]) -> NameTable:
+    faithful = REGISTRY[spec].table
+    if "unpermuted_flatten" in pitfalls:
+        return dataclasses.replace(faithful, flatten_order="CHW")
+    if "untransposed_kernel" in pitfalls:
+        return UntransposedKernelTable(faithful.modules, faithful.leaves, faithful.separator, faithful.flatten_order)
+    return faithful
+
+
 def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str | None = None) -> Model:
     """A Keras model of ``spec`` with every variable created, initialised from ``seed``; with
-    ``variant``, the naive port of ``VARIANTS[variant]`` instead (``model.variant``)."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if type(spec) not in _MODELS:
-        known = ", ".join(kind.__name__ for kind in _MODELS)
-        raise TypeError(f"spec must be one of parity.specs.{{{known}}}, got {type(spec).__name__}")
-    check_variant(name, VARIANTS, spec, variant)
-    model = _MODELS[type(spec)][0](spec, dtype=dtype, seed=seed, variant=variant)
-    # The dense layer after InceptionNet's flatten needs the image size; the other specs take any size.
-    image_size = spec.input_size if isinstance(spec, specs.InceptionNet) else (None, None)
+    ``variant``, the naive port of ``VARIANTS[variant]`` instead (``model.pitfalls``)."""
+    check_dtype(dtype)
+    builder = REGISTRY[spec].builder
+    pitfalls = check_variant(name, VARIANTS, spec, variant)
+    model = builder(spec, dtype=dtype, seed=seed, pitfalls=pitfalls)
+    # A flatten before a dense layer needs the image size; the other specs take any size.
+    image_size = spec.fixed_input_size() or (None, None)
     model.build((None, *image_size, spec.in_channels))
     return model
 
 
 def forward(model: Model, x_nchw: np.ndarray, train: bool = False) -> np.ndarray:
     """Logits (networks) or an NCHW feature map (blocks); ``train`` normalises with batch
-    statistics. The model is never changed: see ``_stateless_forward``."""
+    statistics (and makes NiN's dropout drop). The model is never changed: see ``_stateless_forward``."""
     x = check_input(model.spec, x_nchw, model.dtype)
     trainable = [variable.value for variable in model.trainable_variables]
     non_trainable = [variable.value for variable in model.non_trainable_variables]
@@ -157,7 +184,13 @@ def forward(model: Model, x_nchw: np.ndarray, train: bool = False) -> np.ndarray
 
 
 def layer_summary(model: Model, input_shape: tuple[int, ...]) -> list[SummaryRow]:
-    """d2l's layer summary: a random NHWC input through the top-level layers one by one, in eval mode."""
+    """d2l's layer summary: a random NHWC input through the top-level layers one by one, in eval mode.
+
+    The top-level layers are those of ``model.net`` (d2l's Sequential); a standalone block is one
+    layer. A layer's group is the ``spec.summary_groups()`` group of the first activation point it
+    computes; a layer that computes none (a Flatten, InceptionNet's max-pools) joins the next
+    layer's group, or the last group at the end.
+    """
     spec = model.spec
     if len(input_shape) != 4 or input_shape[-1] != spec.in_channels:
         raise InputError(f"input_shape: expected (N, H, W, {spec.in_channels}), got {tuple(input_shape)}")
@@ -165,10 +198,12 @@ def layer_summary(model: Model, input_shape: tuple[int, ...]) -> list[SummaryRow
     if problem:
         raise InputError(f"input_shape: {problem}, got {tuple(input_shape)}")
     X = keras.random.normal(input_shape, dtype=model.dtype, seed=0)
-    if isinstance(model, _BLOCKS):
-        return [_summary_row(model, model(X, training=False), "block")]
+    net = getattr(model, "net", None)
+    if net is None:
+        (group,) = spec.summary_groups()
+        return [_summary_row(model, model(X, training=False), group)]
     rows = []
-    for layer, group in zip(model.net.layers, _summary_groups(model), strict=True):
+    for layer, group in zip(net.layers, _summary_groups(model), strict=True):
         X = layer(X, training=False)
         rows.append(_summary_row(layer, X, group))
     return rows
@@ -177,14 +212,13 @@ def layer_summary(model: Model, input_shape: tuple[int, ...]) -> list[SummaryRow
 def export_weights(model: Model) -> Weights:
     """Canonical weights: fresh numpy copies in PyTorch layouts and the model's dtype."""
     native = {name: np.array(variable.numpy()) for name, variable in _variables(model).items()}
-    return from_native(model.spec, native, table(model.spec, model.variant))
+    return from_native(model.spec, native, _table(model.spec, model.pitfalls))
 
 
 def load_weights(model: Model, weights: Weights, allow_nonfinite: bool = False) -> None:
     """Validate everything, then assign every variable; on any error nothing is assigned."""
-    native = to_native(
-        model.spec, weights, table(model.spec, model.variant), dtype=model.dtype, allow_nonfinite=allow_nonfinite
-    )
+    names = _table(model.spec, model.pitfalls)
+    native = to_native(model.spec, weights, names, dtype=model.dtype, allow_nonfinite=allow_nonfinite)
     variables = _variables(model)
     check_native_shapes({name: tuple(variable.shape) for name, variable in variables.items()}, native)
     for name, value in native.items():
@@ -195,17 +229,16 @@ def activations(model: Model, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
     """Eval-mode outputs at ``spec.activation_points()``, NCHW (flat vectors (N, C)), in that order."""
     spec = model.spec
     X = nchw_to_nhwc(check_input(spec, x_nchw, model.dtype))
-    if isinstance(model, _BLOCKS):
-        points = model(X, training=False, return_points=True)
-    else:
-        points = model.points(X)
-    return {key: _to_nchw(points[key].numpy()) for key in spec.activation_points()}
+    outputs = {}
+    with _recording(model, outputs):
+        outputs[""] = model(X, training=False)
+    return {point: _to_nchw(outputs[_native_module(spec, point)].numpy()) for point in spec.activation_points()}
 
 
 def structure(model: Model) -> dict[str, tuple[int, int]]:
     """(trainable parameters, convolution groups or 1) of every parameterised layer of the spec, by
     canonical path, read from the Keras layer that ``table(spec)`` maps the path to."""
-    spec, names = model.spec, table(model.spec)
+    spec, names = model.spec, REGISTRY[model.spec].table
     out = {}
     for layer in spec.layers():
         native = _native_layer(model, names.native_module(layer.path))
@@ -214,17 +247,17 @@ def structure(model: Model) -> dict[str, tuple[int, int]]:
     return out
 
 
-_FORWARD_GRAPHS: dict[tuple[specs.Spec, str, str | None, bool], tf.types.experimental.PolymorphicFunction] = {}
+_FORWARD_GRAPHS: dict[tuple[specs.Spec, str, frozenset[str], bool], tf.types.experimental.PolymorphicFunction] = {}
 
 
 def _forward_graph(model: Model, train: bool) -> tf.types.experimental.PolymorphicFunction:
-    """The forward pass as one TensorFlow graph per (spec, dtype, variant, train), shared by every
+    """The forward pass as one TensorFlow graph per (spec, dtype, pitfalls, train), shared by every
     model of that kind.
 
     Traced once (any batch size and image size), with the first such model as the
     template of ``_stateless_forward``.
     """
-    key = (model.spec, model.dtype, model.variant, train)
+    key = (model.spec, model.dtype, model.pitfalls, train)
     if key not in _FORWARD_GRAPHS:
         signature = [
             [tf.TensorSpec(variable.shape, variable.dtype) for variable in model.trainable_variables],
@@ -240,23 +273,65 @@ def _stateless_forward(template: Model, train: bool, trainable: list, non_traina
     """``template``'s output with the given variable values, through Keras' ``stateless_call``.
 
     No variable is read from or written to any model: with ``train``, the BatchNorm
-    moving-statistic updates come back as new values, and are dropped.
+    moving-statistic updates (and the dropout seed's) come back as new values, and are dropped.
     """
     outputs, _ = template.stateless_call(trainable, non_trainable, X, training=train)
     return outputs
 
 
+# --- activations: every layer's output recorded under its native path while the model runs ---
+
+
+@contextlib.contextmanager
+def _recording(model: Model, outputs: dict) -> Iterator[None]:
+    """Keras has no forward hooks: while inside, every layer of ``model`` (at any depth) records the
+    output of its ``call`` in ``outputs`` under its native path, through an instance attribute that
+    shadows the class's ``call`` and is removed on the way out."""
+    patched = []
+
+    def hook(layer: keras.Layer, path: str) -> None:
+        for child in getattr(layer, "layers", []):
+            child_path = _join(path, child.name)
+
+            def call(*args, _call=child.call, _path=child_path, **kwargs):
+                outputs[_path] = _call(*args, **kwargs)
+                return outputs[_path]
+
+            object.__setattr__(child, "call", call)  # past Keras' attribute tracking
+            patched.append(child)
+            hook(child, child_path)
+
+    hook(model, "")
+    try:
+        yield
+    finally:
+        for layer in patched:
+            object.__delattr__(layer, "call")
+
+
+def _native_module(spec: specs.Spec, point: str) -> str:
+    """The native path of an activation point (``output`` is the standalone block itself: "")."""
+    return "" if point == specs.OUTPUT else REGISTRY[spec].table.native_module(point)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}/{name}" if path else name
+
+
+# --- variables, layers, summaries ---
+
+
 def _variables(model: Model) -> dict[str, keras.Variable]:
-    """The model's variables by path relative to the model."""
+    """The model's weights by path relative to the model (not the dropout's seed state)."""
     prefix = f"{model.name}/"
-    variables = {variable.path.removeprefix(prefix): variable for variable in model.variables}
-    if len(variables) != len(model.variables) or any(not v.path.startswith(prefix) for v in model.variables):
+    variables = {variable.path.removeprefix(prefix): variable for variable in model.weights}
+    if len(variables) != len(model.weights) or any(not v.path.startswith(prefix) for v in model.weights):
         raise RuntimeError(f"model {model.name!r} has variables outside its scope or with duplicate paths")
     return variables
 
 
 def _native_layer(model: Model, path: str) -> keras.Layer:
-    """The layer at a native module path (``net/stage0/block0/conv2``), found by layer names."""
+    """The layer at a native module path (``net/stage1/block0/conv2``), found by layer names."""
     layer = model
     for name in path.split("/"):
         children = {child.name: child for child in getattr(layer, "layers", [])}
@@ -267,13 +342,17 @@ def _native_layer(model: Model, path: str) -> keras.Layer:
 
 
 def _summary_groups(model: Model) -> list[str]:
-    """The canonical group of each of ``model.net``'s top-level layers."""
+    """The canonical group of each of ``model.net``'s top-level layers (see ``layer_summary``)."""
     spec = model.spec
-    if isinstance(spec, specs.AnyNet):
-        return ["stem", *(f"stages.{i}" for i in range(len(spec.stages))), "head"]
-    if isinstance(spec, specs.GoogLeNet):
-        return ["b1", "b2", "b3", "b4", "b5", "head"]
-    return [inception.InceptionNet.GROUPS[layer.name] for layer in model.net.layers]
+    owners = [(_native_module(spec, node.name), node.group) for node in spec.graph() if node.point]
+    found = []
+    for layer in model.net.layers:
+        path = f"net/{layer.name}"
+        found.append(next((group for native, group in owners if native == path or native.startswith(path + "/")), None))
+    for i in reversed(range(len(found))):
+        if found[i] is None:
+            found[i] = found[i + 1] if i + 1 < len(found) else spec.summary_groups()[-1]
+    return found
 
 
 def _summary_row(layer: keras.Layer, output, group: str) -> SummaryRow:

@@ -10,11 +10,13 @@ tab) and the common PyTorch tutorial's ``InceptionA`` / ``Net``. The differences
   activation point (d2l's TensorFlow code folds it in with ``activation='relu'``);
 - every layer computes in the model's dtype, and ``build`` creates every variable
   from the spec's channel counts;
+- the Inception block's paths keep the book's names ``p1_1`` ... ``p4_2``, GoogLeNet's
+  blocks inside a stage are ``inception0``, ``inception1``, ...;
 - branches are concatenated on the channel axis, the last one in NHWC;
 - the dense layers after a flatten see (H, W, C) order; the canonical weights are in
   PyTorch's (C, H, W) order and ``parity.hub`` permutes them (``flatten_order="HWC"``).
 
-A model built with a ``variant`` is the naive port instead: ``same_padding`` pads the
+A model built with ``pitfalls`` is a naive port instead: ``same_padding`` pads the
 convolutions and max-pools with ``padding='same'`` (d2l's TensorFlow code), and
 ``avgpool_excludes_padding`` writes InceptionA's average pool as
 ``AveragePooling2D(padding='same')``.
@@ -22,12 +24,13 @@ convolutions and max-pools with ``padding='same'`` (d2l's TensorFlow code), and
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import keras
 from keras import layers
 
-from impl_tf.models import LayerMaker
+from impl_tf.anynet import LayerMaker, build_layers
 from parity import specs
 
 
@@ -59,12 +62,6 @@ class PaddedAvgPool2D(layers.Layer):
         return keras.ops.average_pool(X, self.pool_size, self.strides, padding="valid")
 
 
-def build_layers(channels_in: list[tuple[layers.Layer, int]]) -> None:
-    """Create each layer's variables for its number of input channels."""
-    for layer, channels in channels_in:
-        layer.build((None, None, None, channels))
-
-
 class Inception(keras.Model):
     """d2l's Inception block: four paths, each convolution followed by a ReLU, concatenated on channels.
 
@@ -78,48 +75,41 @@ class Inception(keras.Model):
         *,
         dtype: str = "float32",
         seed: int | keras.random.SeedGenerator = 0,
-        variant: str | None = None,
+        pitfalls: frozenset[str] = frozenset(),
         name: str = "inception",
     ):
         super().__init__(name=name, dtype=dtype)
-        self.spec, self.variant = spec, variant
-        make = LayerMaker.for_spec(spec, dtype, seed, variant)
-        self.b1_1 = make.conv(spec.c1, 1, name="b1_1")
-        self.b2_1 = make.conv(spec.c2[0], 1, name="b2_1")
-        self.b2_pad, self.b2_2 = make.padded_conv(spec.c2[1], 3, name="b2_2", pad_name="b2_pad")
-        self.b3_1 = make.conv(spec.c3[0], 1, name="b3_1")
-        self.b3_pad, self.b3_2 = make.padded_conv(spec.c3[1], 5, name="b3_2", pad_name="b3_pad")
-        self.b4_1 = max_pool(make, strides=1, name="b4_1")
-        self.b4_2 = make.conv(spec.c4, 1, name="b4_2")
+        self.spec, self.pitfalls = spec, frozenset(pitfalls)
+        make = LayerMaker.for_spec(spec, dtype, seed, pitfalls)
+        (c2_1, c2_2), (c3_1, c3_2) = spec.c2, spec.c3
+        self.p1_1 = make.conv(spec.c1, 1, name="p1_1")
+        self.p2_1 = make.conv(c2_1, 1, name="p2_1")
+        self.p2_2_pad, self.p2_2 = make.padded_conv(c2_2, 3, 1, name="p2_2")
+        self.p3_1 = make.conv(c3_1, 1, name="p3_1")
+        self.p3_2_pad, self.p3_2 = make.padded_conv(c3_2, 5, 2, name="p3_2")
+        self.p4_1 = max_pool(make, strides=1, name="p4_1")
+        self.p4_2 = make.conv(spec.c4, 1, name="p4_2")
 
     def build(self, input_shape):
         in_channels, (c2_1, _), (c3_1, _) = input_shape[-1], self.spec.c2, self.spec.c3
         build_layers(
             [
-                (self.b1_1, in_channels),
-                (self.b2_1, in_channels),
-                (self.b2_2, c2_1),
-                (self.b3_1, in_channels),
-                (self.b3_2, c3_1),
-                (self.b4_2, in_channels),
+                (self.p1_1, in_channels),
+                (self.p2_1, in_channels),
+                (self.p2_2, c2_1),
+                (self.p3_1, in_channels),
+                (self.p3_2, c3_1),
+                (self.p4_2, in_channels),
             ]
         )
 
-    def call(self, X, training=False, return_points=False):
-        """The concatenated paths; with ``return_points``, a dict of each convolution's output
-        (before its ReLU) and the max-pool's by layer name, and the output under ``"output"``."""
+    def call(self, X, training=False):
         relu = keras.ops.relu
-        points = {}
-        points["b1_1"] = self.b1_1(X)
-        points["b2_1"] = self.b2_1(X)
-        points["b2_2"] = self.b2_2(self.b2_pad(relu(points["b2_1"])))
-        points["b3_1"] = self.b3_1(X)
-        points["b3_2"] = self.b3_2(self.b3_pad(relu(points["b3_1"])))
-        points["b4_1"] = self.b4_1(X)
-        points["b4_2"] = self.b4_2(points["b4_1"])
-        paths = [relu(points[name]) for name in ("b1_1", "b2_2", "b3_2", "b4_2")]
-        points["output"] = keras.ops.concatenate(paths, axis=-1)
-        return points if return_points else points["output"]
+        p1 = relu(self.p1_1(X))
+        p2 = relu(self.p2_2(self.p2_2_pad(relu(self.p2_1(X)))))
+        p3 = relu(self.p3_2(self.p3_2_pad(relu(self.p3_1(X)))))
+        p4 = relu(self.p4_2(self.p4_1(X)))
+        return keras.ops.concatenate([p1, p2, p3, p4], axis=-1)
 
 
 class GoogLeNet(keras.Model):
@@ -137,23 +127,23 @@ class GoogLeNet(keras.Model):
         *,
         dtype: str = "float32",
         seed: int = 0,
-        variant: str | None = None,
+        pitfalls: frozenset[str] = frozenset(),
         name: str = "googlenet",
     ):
         super().__init__(name=name, dtype=dtype)
-        self.spec, self.variant = spec, variant
-        make = LayerMaker.for_spec(spec, dtype, seed, variant)
+        self.spec, self.pitfalls = spec, frozenset(pitfalls)
+        make = LayerMaker.for_spec(spec, dtype, seed, pitfalls)
         stages = {
             stage: [block for _, block in blocks]
             for stage, blocks in itertools.groupby(spec.inceptions(), key=lambda item: item[0].split(".")[0])
         }
         self.net = make.sequential(
             [
-                b1(make),
-                b2(make),
-                inception_stage(make, "b3", stages["b3"], max_pool(make, name="pool")),
-                inception_stage(make, "b4", stages["b4"], max_pool(make, name="pool")),
-                inception_stage(make, "b5", stages["b5"], make.global_avg_pool(name="pool")),
+                b1(make),  # N x 24 x 24 x 64 for a 96 x 96 input
+                b2(make),  # N x 12 x 12 x 192
+                inception_stage(make, "b3", stages["b3"], max_pool(make, name="pool")),  # N x 6 x 6 x 480
+                inception_stage(make, "b4", stages["b4"], max_pool(make, name="pool")),  # N x 3 x 3 x 832
+                inception_stage(make, "b5", stages["b5"], make.global_avg_pool(name="pool")),  # N x 1024
                 make.dense(spec.num_classes, name="fc"),
             ],
             name="net",
@@ -165,30 +155,11 @@ class GoogLeNet(keras.Model):
     def call(self, X, training=False):
         return self.net(X, training=training)
 
-    def points(self, X) -> dict:
-        """Eval-mode outputs keyed by canonical path: every layer of b1 and b2 by name
-        (``b1.conv`` before its ReLU, ...), every Inception block's points (``b3.0.b1_1``,
-        ...) and output (``b3.0``), each stage's output (``b1`` ... ``b5``) and ``head.fc``."""
-        *stages, fc = self.net.layers
-        out = {}
-        for stage in stages:
-            for k, layer in enumerate(stage.layers):
-                if isinstance(layer, Inception):
-                    path = f"{stage.name}.{k}"
-                    block_points = layer(X, return_points=True)
-                    X = out[path] = block_points.pop("output")
-                    out |= {f"{path}.{name}": value for name, value in block_points.items()}
-                else:
-                    X = out[f"{stage.name}.{layer.name}"] = layer(X)
-            out[stage.name] = X
-        out["head.fc"] = fc(X)
-        return out
-
 
 def max_pool(make: LayerMaker, *, name: str, strides: int = 2) -> layers.Layer:
     """GoogLeNet's 3x3 max-pool with padding 1 (stride 2 downsamples); under ``same_padding``
     Keras' ``MaxPooling2D(padding='same')``, which at stride 2 on an even size pads only bottom and right."""
-    if make.variant == "same_padding":
+    if "same_padding" in make.pitfalls:
         return layers.MaxPooling2D(3, strides=strides, padding="same", name=name, dtype=make.dtype)
     return PaddedMaxPool2D(3, strides=strides, padding=1, name=name, dtype=make.dtype)
 
@@ -196,18 +167,14 @@ def max_pool(make: LayerMaker, *, name: str, strides: int = 2) -> layers.Layer:
 def avg_pool(make: LayerMaker, *, name: str) -> layers.Layer:
     """InceptionA's 3x3 average pool, stride 1, padding 1, counting the padded zeros; under
     ``avgpool_excludes_padding`` Keras' ``AveragePooling2D(padding='same')``, which leaves them out."""
-    if make.variant == "avgpool_excludes_padding":
+    if "avgpool_excludes_padding" in make.pitfalls:
         return layers.AveragePooling2D(3, strides=1, padding="same", name=name, dtype=make.dtype)
     return PaddedAvgPool2D(3, strides=1, padding=1, name=name, dtype=make.dtype)
 
 
 def b1(make: LayerMaker) -> keras.Sequential:
     return make.sequential(
-        [
-            *make.padded_conv(64, 7, strides=2, name="conv", pad_name="pad"),
-            make.relu(name="relu"),
-            max_pool(make, name="pool"),
-        ],
+        [*make.padded_conv(64, 7, 3, strides=2, name="conv"), make.relu(name="relu"), max_pool(make, name="pool")],
         name="b1",
     )
 
@@ -217,7 +184,7 @@ def b2(make: LayerMaker) -> keras.Sequential:
         [
             make.conv(64, 1, name="conv1"),
             make.relu(name="relu1"),
-            *make.padded_conv(192, 3, name="conv2", pad_name="pad2"),
+            *make.padded_conv(192, 3, 1, name="conv2"),
             make.relu(name="relu2"),
             max_pool(make, name="pool"),
         ],
@@ -228,7 +195,7 @@ def b2(make: LayerMaker) -> keras.Sequential:
 def inception_stage(make: LayerMaker, name: str, blocks: list[specs.Inception], pool: layers.Layer) -> keras.Sequential:
     """Inception blocks ``inception0``, ``inception1``, ..., then ``pool``."""
     inceptions = [
-        Inception(block, dtype=make.dtype, seed=make.seeds, variant=make.variant, name=f"inception{k}")
+        Inception(block, dtype=make.dtype, seed=make.seeds, pitfalls=make.pitfalls, name=f"inception{k}")
         for k, block in enumerate(blocks)
     ]
     return make.sequential([*inceptions, pool], name=name)
@@ -245,18 +212,18 @@ class InceptionA(keras.Model):
         *,
         dtype: str = "float32",
         seed: int | keras.random.SeedGenerator = 0,
-        variant: str | None = None,
+        pitfalls: frozenset[str] = frozenset(),
         name: str = "inception_a",
     ):
         super().__init__(name=name, dtype=dtype)
-        self.spec, self.variant = spec, variant
-        make = LayerMaker.for_spec(spec, dtype, seed, variant)
+        self.spec, self.pitfalls = spec, frozenset(pitfalls)
+        make = LayerMaker.for_spec(spec, dtype, seed, pitfalls)
         self.branch1x1 = make.conv(16, 1, name="branch1x1")
         self.branch5x5_1 = make.conv(16, 1, name="branch5x5_1")
-        self.branch5x5_pad, self.branch5x5_2 = make.padded_conv(24, 5, name="branch5x5_2", pad_name="branch5x5_pad")
+        self.branch5x5_2_pad, self.branch5x5_2 = make.padded_conv(24, 5, 2, name="branch5x5_2")
         self.branch3x3_1 = make.conv(16, 1, name="branch3x3_1")
-        self.branch3x3_pad2, self.branch3x3_2 = make.padded_conv(24, 3, name="branch3x3_2", pad_name="branch3x3_pad2")
-        self.branch3x3_pad3, self.branch3x3_3 = make.padded_conv(24, 3, name="branch3x3_3", pad_name="branch3x3_pad3")
+        self.branch3x3_2_pad, self.branch3x3_2 = make.padded_conv(24, 3, 1, name="branch3x3_2")
+        self.branch3x3_3_pad, self.branch3x3_3 = make.padded_conv(24, 3, 1, name="branch3x3_3")
         self.branch_pool_avg = avg_pool(make, name="branch_pool_avg")
         self.branch_pool = make.conv(24, 1, name="branch_pool")
 
@@ -274,44 +241,18 @@ class InceptionA(keras.Model):
             ]
         )
 
-    def call(self, X, training=False, return_points=False):
-        """The concatenated branches; with ``return_points``, a dict of each convolution's output
-        by layer name, the average pool's under ``branch_pool.avg``, and the output under ``"output"``."""
-        points = {}
-        points["branch1x1"] = self.branch1x1(X)
-        points["branch5x5_1"] = self.branch5x5_1(X)
-        points["branch5x5_2"] = self.branch5x5_2(self.branch5x5_pad(points["branch5x5_1"]))
-        points["branch3x3_1"] = self.branch3x3_1(X)
-        points["branch3x3_2"] = self.branch3x3_2(self.branch3x3_pad2(points["branch3x3_1"]))
-        points["branch3x3_3"] = self.branch3x3_3(self.branch3x3_pad3(points["branch3x3_2"]))
-        points["branch_pool.avg"] = self.branch_pool_avg(X)
-        points["branch_pool"] = self.branch_pool(points["branch_pool.avg"])
-        branches = [points[name] for name in ("branch1x1", "branch5x5_2", "branch3x3_3", "branch_pool")]
-        points["output"] = keras.ops.concatenate(branches, axis=-1)
-        return points if return_points else points["output"]
+    def call(self, X, training=False):
+        branch1x1 = self.branch1x1(X)
+        branch5x5 = self.branch5x5_2(self.branch5x5_2_pad(self.branch5x5_1(X)))
+        branch3x3 = self.branch3x3_2(self.branch3x3_2_pad(self.branch3x3_1(X)))
+        branch3x3 = self.branch3x3_3(self.branch3x3_3_pad(branch3x3))
+        branch_pool = self.branch_pool(self.branch_pool_avg(X))
+        return keras.ops.concatenate([branch1x1, branch5x5, branch3x3, branch_pool], axis=-1)
 
 
 class InceptionNet(keras.Model):
     """The tutorials' MNIST net around InceptionA, as one flat Sequential ``net``:
-    conv1 (5x5), max-pool 2, ReLU, incep1, conv2 (5x5), max-pool 2, ReLU, incep2, flatten, fc.
-
-    ``GROUPS`` names the canonical group of each layer, ``POINTS`` the activation point
-    that each layer's output is (``pool1`` is the output after max-pool and ReLU).
-    """
-
-    GROUPS = {
-        "conv1": "conv1",
-        "pool1": "conv1",
-        "relu1": "conv1",
-        "incep1": "incep1",
-        "conv2": "conv2",
-        "pool2": "conv2",
-        "relu2": "conv2",
-        "incep2": "incep2",
-        "flatten": "fc",
-        "fc": "fc",
-    }
-    POINTS = {"conv1": "conv1", "relu1": "pool1", "incep1": "incep1", "conv2": "conv2", "relu2": "pool2", "incep2": "incep2", "fc": "fc"}
+    conv1 (5x5), max-pool 2, ReLU, incep1, conv2 (5x5), max-pool 2, ReLU, incep2, flatten, fc."""
 
     def __init__(
         self,
@@ -319,23 +260,24 @@ class InceptionNet(keras.Model):
         *,
         dtype: str = "float32",
         seed: int = 0,
-        variant: str | None = None,
+        pitfalls: frozenset[str] = frozenset(),
         name: str = "inception_net",
     ):
         super().__init__(name=name, dtype=dtype)
-        self.spec, self.variant = spec, variant
-        make = LayerMaker.for_spec(spec, dtype, seed, variant)
+        self.spec, self.pitfalls = spec, frozenset(pitfalls)
+        make = LayerMaker.for_spec(spec, dtype, seed, pitfalls)
+        incep = functools.partial(InceptionA, dtype=dtype, seed=make.seeds, pitfalls=make.pitfalls)
         self.net = make.sequential(
             [
-                make.conv(10, 5, name="conv1"),
-                layers.MaxPooling2D(2, name="pool1", dtype=dtype),
+                make.conv(10, 5, name="conv1"),  # N x 24 x 24 x 10
+                make.max_pool(2, strides=2, name="pool1"),  # N x 12 x 12 x 10
                 make.relu(name="relu1"),
-                InceptionA(specs.InceptionA(10), dtype=dtype, seed=make.seeds, variant=variant, name="incep1"),
-                make.conv(20, 5, name="conv2"),
-                layers.MaxPooling2D(2, name="pool2", dtype=dtype),
+                incep(specs.InceptionA(10), name="incep1"),  # N x 12 x 12 x 88
+                make.conv(20, 5, name="conv2"),  # N x 8 x 8 x 20
+                make.max_pool(2, strides=2, name="pool2"),  # N x 4 x 4 x 20
                 make.relu(name="relu2"),
-                InceptionA(specs.InceptionA(20), dtype=dtype, seed=make.seeds, variant=variant, name="incep2"),
-                layers.Flatten(name="flatten", dtype=dtype),
+                incep(specs.InceptionA(20), name="incep2"),  # N x 4 x 4 x 88
+                layers.Flatten(name="flatten", dtype=dtype),  # N x 1408, in (H, W, C) order
                 make.dense(spec.num_classes, name="fc"),
             ],
             name="net",
@@ -346,18 +288,3 @@ class InceptionNet(keras.Model):
 
     def call(self, X, training=False):
         return self.net(X, training=training)
-
-    def points(self, X) -> dict:
-        """Eval-mode outputs keyed by canonical path (see ``POINTS``), and each InceptionA
-        block's points (``incep1.branch1x1``, ..., ``incep1.branch_pool.avg``)."""
-        out = {}
-        for layer in self.net.layers:
-            if isinstance(layer, InceptionA):
-                block_points = layer(X, return_points=True)
-                X = block_points.pop("output")
-                out |= {f"{layer.name}.{name}": value for name, value in block_points.items()}
-            else:
-                X = layer(X)
-            if layer.name in self.POINTS:
-                out[self.POINTS[layer.name]] = X
-        return out

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from impl_torch.models import init_cnn
+from impl_torch.anynet import init_cnn
 from parity import specs
 
 
@@ -56,13 +56,15 @@ class Inception(nn.Module):
 
     @classmethod
     def from_spec(cls, spec: specs.Inception) -> Inception:
-        return cls(in_channels=spec.in_channels, c1=spec.c1, c2=spec.c2, c3=spec.c3, c4=spec.c4, conv_bias=spec.conv_bias)
+        return cls(
+            in_channels=spec.in_channels, c1=spec.c1, c2=spec.c2, c3=spec.c3, c4=spec.c4, conv_bias=spec.conv_bias
+        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p1 = F.relu(self.p1_1(x))
-        p2 = F.relu(self.p2_2(F.relu(self.p2_1(x))))
-        p3 = F.relu(self.p3_2(F.relu(self.p3_1(x))))
-        p4 = F.relu(self.p4_2(self.p4_1(x)))
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        p1 = F.relu(self.p1_1(X))
+        p2 = F.relu(self.p2_2(F.relu(self.p2_1(X))))
+        p3 = F.relu(self.p3_2(F.relu(self.p3_1(X))))
+        p4 = F.relu(self.p4_2(self.p4_1(X)))
         return torch.cat((p1, p2, p3, p4), dim=1)
 
 
@@ -117,7 +119,8 @@ class GoogLeNet(nn.Module):
         return self.stage("b5", pool=nn.AdaptiveAvgPool2d((1, 1)), flatten=nn.Flatten())
 
     def stage(self, name: str, **tail: nn.Module) -> nn.Sequential:
-        """Stage ``name``'s Inception blocks, keyed by their index in the spec (``b3.0`` is ``b3[0]``), then ``tail``."""
+        """Stage ``name``'s Inception blocks, keyed by their index in the spec (``b3.0`` is ``b3[0]``),
+        then ``tail``."""
         blocks = []
         for path, block in self.spec.inceptions():
             stage, index = path.split(".")
@@ -125,8 +128,8 @@ class GoogLeNet(nn.Module):
                 blocks.append((index, Inception.from_spec(block)))
         return nn.Sequential(OrderedDict([*blocks, *tail.items()]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.net(X)
 
 
 class InceptionA(nn.Module):
@@ -149,11 +152,11 @@ class InceptionA(nn.Module):
     def from_spec(cls, spec: specs.InceptionA) -> InceptionA:
         return cls(in_channels=spec.in_channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch1x1 = self.branch1x1(x)
-        branch5x5 = self.branch5x5_2(self.branch5x5_1(x))
-        branch3x3 = self.branch3x3_3(self.branch3x3_2(self.branch3x3_1(x)))
-        branch_pool = self.branch_pool(self.avg_pool(x))
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        branch1x1 = self.branch1x1(X)
+        branch5x5 = self.branch5x5_2(self.branch5x5_1(X))
+        branch3x3 = self.branch3x3_3(self.branch3x3_2(self.branch3x3_1(X)))
+        branch_pool = self.branch_pool(self.avg_pool(X))
         return torch.cat((branch1x1, branch5x5, branch3x3, branch_pool), dim=1)
 
 

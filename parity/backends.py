@@ -7,8 +7,9 @@ on first use, and says which pip extra to install when it cannot.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -161,7 +162,8 @@ def check_input(spec: Spec, x_nchw: Any, dtype: str) -> np.ndarray:
         raise InputError(f"x_nchw: expected rank 4 (N, C, H, W), got shape {x_nchw.shape}")
     if x_nchw.shape[1] != spec.in_channels:
         raise InputError(
-            f"x_nchw: expected {spec.in_channels} input channels (N, {spec.in_channels}, H, W), got shape {x_nchw.shape}"
+            f"x_nchw: expected {spec.in_channels} input channels (N, {spec.in_channels}, H, W), "
+            f"got shape {x_nchw.shape}"
         )
     if x_nchw.dtype != np.dtype(dtype):
         raise InputError(f"x_nchw: the model is {dtype}, got an input of dtype {x_nchw.dtype}")

@@ -11,8 +11,12 @@ from parity.harness import TransferRig
 
 # Fuzzed parity: every example builds four models (JAX and Keras compile each new
 # configuration), so examples take seconds; no deadline, a bounded CI run by default.
-settings.register_profile("ci", max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
-settings.register_profile("deep", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.register_profile(
+    "ci", max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.register_profile(
+    "deep", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
 settings.load_profile("ci")
 
 

@@ -3,14 +3,14 @@
 ``compare`` is what ``parity compare`` and the parity tests run: every framework
 builds the spec with its own initialisation, BatchNorm parameters and running
 statistics and conv/dense biases are randomised away from 0/1 (otherwise a dropped
-or swapped tensor that starts as a constant hides), and each framework's weights go through the canonical form into every
-other framework, which must then reproduce the source's logits.
+or swapped tensor that starts as a constant hides), and each framework's weights go through the
+canonical form into every other framework, which must then reproduce the source's logits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -80,13 +80,20 @@ class Report:
             "passed": self.passed,
             "summaries": {
                 fw: [
-                    {"layer": r.layer, "shape": list(r.shape), "shape_nchw": list(normalised_shape(fw, r)), "params": r.params, "group": r.group}
+                    {
+                        "layer": r.layer,
+                        "shape": list(r.shape),
+                        "shape_nchw": list(normalised_shape(fw, r)),
+                        "params": r.params,
+                        "group": r.group,
+                    }
                     for r in rows
                 ]
                 for fw, rows in self.summaries.items()
             },
             "transfers": [
-                {"src": t.src, "dst": t.dst, "max_abs": t.max_abs, "max_rel": t.max_rel, "passed": t.passed} for t in self.transfers
+                {"src": t.src, "dst": t.dst, "max_abs": t.max_abs, "max_rel": t.max_rel, "passed": t.passed}
+                for t in self.transfers
             ],
         }
 
@@ -102,12 +109,16 @@ def native_input_shape(framework: str, shape_nchw: tuple[int, ...]) -> tuple[int
     return nchw_shape_to_nhwc(shape_nchw) if get_backend(framework).layout == "NHWC" else tuple(shape_nchw)
 
 
-def summarize(spec: Spec, frameworks: Sequence[str], input_shape_nchw: tuple[int, ...], dtype: str = "float32") -> dict[str, list[SummaryRow]]:
+def summarize(
+    spec: Spec, frameworks: Sequence[str], input_shape_nchw: tuple[int, ...], dtype: str = "float32"
+) -> dict[str, list[SummaryRow]]:
     """Each framework's d2l layer summary for the same (NCHW) input shape."""
     out = {}
     for fw in frameworks:
         backend = get_backend(fw)
-        out[fw] = backend.layer_summary(backend.build(spec, seed=0, dtype=dtype), native_input_shape(fw, input_shape_nchw))
+        out[fw] = backend.layer_summary(
+            backend.build(spec, seed=0, dtype=dtype), native_input_shape(fw, input_shape_nchw)
+        )
     return out
 
 
@@ -126,7 +137,9 @@ class TransferRig:
         self.backends = {fw: get_backend(fw) for fw in frameworks}
         self.models = {fw: be.build(spec, seed=seed, dtype=dtype) for fw, be in self.backends.items()}
         self.own_weights: dict[str, Weights] = {
-            fw: randomize_biases(randomize_batchnorm(be.export_weights(self.models[fw]), seed=seed + k + 1), seed=seed + k + 1)
+            fw: randomize_biases(
+                randomize_batchnorm(be.export_weights(self.models[fw]), seed=seed + k + 1), seed=seed + k + 1
+            )
             for k, (fw, be) in enumerate(self.backends.items())
         }
 
@@ -164,5 +177,7 @@ def compare(
         report.logits[src] = reference
         for dst in frameworks:
             if dst != src:
-                report.transfers.append(Transfer(src, dst, *logit_diff(reference, rig.destination(dst, weights, x_nchw, train), dtype)))
+                report.transfers.append(
+                    Transfer(src, dst, *logit_diff(reference, rig.destination(dst, weights, x_nchw, train), dtype))
+                )
     return report

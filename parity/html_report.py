@@ -12,8 +12,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -51,7 +51,9 @@ def shape_text(shape: Sequence[int]) -> str:
 
 def summary_html(framework: str, rows: list[SummaryRow]) -> str:
     body = "".join(
-        f"<tr><td class=mono>{esc(r.layer)}</td><td class=mono>{esc(shape_text(r.shape))}</td><td class=num>{r.params:,}</td></tr>" for r in rows
+        f"<tr><td class=mono>{esc(r.layer)}</td><td class=mono>{esc(shape_text(r.shape))}</td>"
+        f"<td class=num>{r.params:,}</td></tr>"
+        for r in rows
     )
     total = sum(r.params for r in rows)
     return (
@@ -64,15 +66,20 @@ def summary_html(framework: str, rows: list[SummaryRow]) -> str:
 def mapping_html(spec: Spec, frameworks: Sequence[str]) -> str:
     """One row per canonical tensor: its shape, then each framework's native name, shape and transform."""
     tables = {fw: {row[0]: row for row in get_backend(fw).table(spec).rows(spec)} for fw in frameworks}
-    head = "<tr><th rowspan=2>canonical name</th><th rowspan=2>shape</th>" + "".join(f"<th colspan=3>{esc(fw)}</th>" for fw in frameworks)
+    head = "<tr><th rowspan=2>canonical name</th><th rowspan=2>shape</th>" + "".join(
+        f"<th colspan=3>{esc(fw)}</th>" for fw in frameworks
+    )
     head += "</tr><tr>" + "<th>native name</th><th>shape</th><th>transform</th>" * len(frameworks) + "</tr>"
     rows = []
     for name, param in schema(spec).items():
         cells = "".join(
-            f"<td class=mono>{esc(tables[fw][name][1])}</td><td class=mono>{esc(shape_text(tables[fw][name][2]))}</td><td>{esc(tables[fw][name][3])}</td>"
+            f"<td class=mono>{esc(tables[fw][name][1])}</td>"
+            f"<td class=mono>{esc(shape_text(tables[fw][name][2]))}</td><td>{esc(tables[fw][name][3])}</td>"
             for fw in frameworks
         )
-        rows.append(f"<tr><td class=mono>{esc(name)}</td><td class=mono>{esc(shape_text(param.shape))}</td>{cells}</tr>")
+        rows.append(
+            f"<tr><td class=mono>{esc(name)}</td><td class=mono>{esc(shape_text(param.shape))}</td>{cells}</tr>"
+        )
     return f"<div class=scroll><table>{head}{''.join(rows)}</table></div>"
 
 
@@ -93,7 +100,9 @@ def matrix_html(report: Report) -> str:
     return f"<table><caption>{caption}</caption>{head}{''.join(rows)}</table>"
 
 
-def layer_profiles(spec: Spec, frameworks: Sequence[str], reference: str, x: np.ndarray, dtype: str) -> dict[str, list[PointDiff]]:
+def layer_profiles(
+    spec: Spec, frameworks: Sequence[str], reference: str, x: np.ndarray, dtype: str
+) -> dict[str, list[PointDiff]]:
     """Per activation point, each other framework against ``reference``, all with the reference's
     weights (randomised BatchNorm and biases, as in the transfer matrix)."""
     rig = TransferRig(spec, frameworks, dtype)
@@ -115,7 +124,9 @@ def divergence_png(profiles: Mapping[str, list[PointDiff]], reference: str, dtyp
     fig = Figure(figsize=(14, 5), layout="constrained")
     ax = fig.add_subplot()
     for fw, diffs in profiles.items():
-        ax.semilogy([max(d.max_abs, EXACT) for d in diffs], marker="o", markersize=3, linewidth=1, label=f"{fw} vs {reference}")
+        ax.semilogy(
+            [max(d.max_abs, EXACT) for d in diffs], marker="o", markersize=3, linewidth=1, label=f"{fw} vs {reference}"
+        )
     kind, bound = TOLERANCE[dtype]
     allowed = f"{bound:g}" if kind == "abs" else f"{bound:g} x max |{reference}| at the point"
     ax.semilogy([tolerance_bound(dtype, d.scale) for d in points], "k--", linewidth=1, label=f"tolerance: {allowed}")
@@ -138,10 +149,12 @@ def page(report: Report, frameworks: Sequence[str], mapping: str, png: bytes, re
 <html lang="en"><head><meta charset="utf-8"><title>{esc(spec.name)}: parity report</title><style>{CSS}</style></head>
 <body>
 <h1>{esc(spec.name)}: parity report <span class={verdict.lower()}>{verdict}</span></h1>
-<p>Frameworks {esc(", ".join(frameworks))}; {esc(report.dtype)}; input (NCHW) {esc(shape_text(report.input_shape))}; eval mode;
+<p>Frameworks {esc(", ".join(frameworks))}; {esc(report.dtype)};
+input (NCHW) {esc(shape_text(report.input_shape))}; eval mode;
 tolerance {esc(tolerance_text(report.dtype))}. BatchNorm tensors and biases are randomised in every source.</p>
 <h2>Layer summaries</h2>
-<p>d2l's <code>layer_summary</code> in each framework: native layer classes, native output shapes, trainable parameters.</p>
+<p>d2l's <code>layer_summary</code> in each framework: native layer classes, native output shapes,
+trainable parameters.</p>
 <div class=side>{summaries}</div>
 <h2>Parameter mapping</h2>
 <p>Every canonical tensor (PyTorch layout) and where it lives in each framework.</p>
@@ -149,13 +162,16 @@ tolerance {esc(tolerance_text(report.dtype))}. BatchNorm tensors and biases are 
 <h2>Transfer matrix</h2>
 {matrix_html(report)}
 <h2>Per-layer divergence</h2>
-<p>Each framework against {esc(reference)}, with {esc(reference)}'s weights, at every activation point in execution order.</p>
+<p>Each framework against {esc(reference)}, with {esc(reference)}'s weights,
+at every activation point in execution order.</p>
 <img alt="per-layer max |diff| against {esc(reference)}" src="data:image/png;base64,{image}">
 </body></html>
 """
 
 
-def write_report(spec: Spec, frameworks: Sequence[str], x: np.ndarray, dtype: str, out: Path, progress: Callable[[str], None]) -> Report:
+def write_report(
+    spec: Spec, frameworks: Sequence[str], x: np.ndarray, dtype: str, out: Path, progress: Callable[[str], None]
+) -> Report:
     """Run everything the page shows, write it to ``out`` and return the transfer report."""
     report = compare(spec, frameworks, x, dtype, progress=progress)
     reference = "torch" if "torch" in frameworks else frameworks[0]

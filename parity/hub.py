@@ -10,8 +10,8 @@ for every backend, so the four exporters and four importers share one code path.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping, Union
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from parity.layout import TRANSFORMS, flatten_permutation
 from parity.specs import Dense, Spec
 from parity.weights import Param, Weights, WeightsError, schema, validate
 
-Replacement = Union[str, Callable[[re.Match], str]]
+Replacement = str | Callable[[re.Match], str]
 
 # PyTorch's leaf names and layouts: the canonical form, every transform the identity.
 CANONICAL_LEAVES: Mapping[str, tuple[str, str]] = {
@@ -97,13 +97,20 @@ class NameTable:
     def _flatten_permutation(self, param: Param) -> np.ndarray | None:
         """For a dense weight fed by a flatten in an HWC-flattening framework: the input-axis permutation."""
         layer = param.layer
-        if self.flatten_order == "CHW" or not isinstance(layer, Dense) or layer.flatten_from is None or param.leaf != "weight":
+        if (
+            self.flatten_order == "CHW"
+            or not isinstance(layer, Dense)
+            or layer.flatten_from is None
+            or param.leaf != "weight"
+        ):
             return None
         return flatten_permutation(*layer.flatten_from)
 
     def rows(self, spec: Spec) -> list[tuple[str, str, tuple[int, ...], str]]:
         """(canonical name, native name, native shape, transform) for every tensor: the mapping as a table."""
-        return [(p.name, self.native_name(p), self.native_shape(p), self.leaves[p.role][1]) for p in schema(spec).values()]
+        return [
+            (p.name, self.native_name(p), self.native_shape(p), self.leaves[p.role][1]) for p in schema(spec).values()
+        ]
 
 
 def to_native(
@@ -114,7 +121,9 @@ def to_native(
     Raises WeightsError (every offending key at once) before converting anything.
     """
     validate(weights, spec, dtype=dtype, allow_nonfinite=allow_nonfinite)
-    return {table.native_name(param): table.to_native_array(param, weights[name]) for name, param in schema(spec).items()}
+    return {
+        table.native_name(param): table.to_native_array(param, weights[name]) for name, param in schema(spec).items()
+    }
 
 
 def from_native(spec: Spec, native: Mapping[str, np.ndarray], table: NameTable) -> Weights:

@@ -8,7 +8,7 @@ Slow and obvious on purpose: it is the referee the four frameworks are checked a
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

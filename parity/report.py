@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from rich import box
 from rich.markup import escape
@@ -47,11 +47,17 @@ def summary_table(summaries: Mapping[str, list[SummaryRow]], title: str) -> Tabl
     table.add_column("params", justify="right")
     views = {fw: group_view(fw, rows) for fw, rows in summaries.items()}
     for group in groups_in_order(summaries):
-        cells = ["\n".join(f"{r.layer}\n{compact(r.shape)}" for r in rows if r.group == group) or "-" for rows in summaries.values()]
+        cells = [
+            "\n".join(f"{r.layer}\n{compact(r.shape)}" for r in rows if r.group == group) or "-"
+            for rows in summaries.values()
+        ]
         shapes = {views[fw].get(group, ((), -1))[0] for fw in summaries}
         params = {views[fw].get(group, ((), -1))[1] for fw in summaries}
         shape_cell = Text(" / ".join(map(compact, shapes)), style="" if len(shapes) == 1 else "bold red")
-        param_cell = Text(f"{next(iter(params)):,}" if len(params) == 1 else " / ".join(f"{p:,}" for p in params), style="" if len(params) == 1 else "bold red")
+        param_cell = Text(
+            f"{next(iter(params)):,}" if len(params) == 1 else " / ".join(f"{p:,}" for p in params),
+            style="" if len(params) == 1 else "bold red",
+        )
         table.add_row(group, *cells, shape_cell, param_cell)
     return table
 
@@ -59,8 +65,8 @@ def summary_table(summaries: Mapping[str, list[SummaryRow]], title: str) -> Tabl
 def matrix_table(report: Report) -> Table:
     """max |logit difference| for every directed transfer, rows = source, columns = destination."""
     table = Table(
-        title=f"{report.spec.name}: max |logit diff|, src (row) -> dst (column), {report.dtype}, input {report.input_shape}"
-        + (", train mode" if report.train else ""),
+        title=f"{report.spec.name}: max |logit diff|, src (row) -> dst (column), {report.dtype}, "
+        f"input {report.input_shape}" + (", train mode" if report.train else ""),
         caption=f"PASS: {tolerance_text(report.dtype)}",
         box=box.SIMPLE_HEAVY,
     )
@@ -74,7 +80,9 @@ def matrix_table(report: Report) -> Table:
                 cells.append(Text("·", style="dim"))
                 continue
             t = report.transfer(src, dst)
-            cells.append(Text(f"{t.max_abs:.2e} {'PASS' if t.passed else 'FAIL'}", style="green" if t.passed else "bold red"))
+            cells.append(
+                Text(f"{t.max_abs:.2e} {'PASS' if t.passed else 'FAIL'}", style="green" if t.passed else "bold red")
+            )
         table.add_row(src, *cells)
     return table
 
@@ -89,13 +97,16 @@ def explain_screen(result) -> list:
     divergence's tensors on both sides, and the hint."""
     variant = f" (variant {result.variant})" if result.variant else ""
     header = (
-        f"[bold]{result.spec.name}[/]: A = {result.src}, B = {result.dst}{escape(variant)}, {result.dtype}, input {result.input_shape}\n"
+        f"[bold]{result.spec.name}[/]: A = {result.src}, B = {result.dst}{escape(variant)}, {result.dtype}, "
+        f"input {result.input_shape}\n"
         f"A's weights in B; a point diverges unless {tolerance_text(result.dtype).replace('logit', 'A')}"
     )
     screen = [header]
     if result.load_error is not None:
         audit = "structural audit instead" if result.structure else "and the structural audit finds no differing layer"
-        screen.append(f"[bold red]B cannot take A's weights[/]: {escape(result.load_error.splitlines()[0].rstrip(':'))}; {audit}")
+        screen.append(
+            f"[bold red]B cannot take A's weights[/]: {escape(result.load_error.splitlines()[0].rstrip(':'))}; {audit}"
+        )
     else:
         screen.append(points_table(result))
     if result.structure:
@@ -135,21 +146,34 @@ def points_table(result) -> Table:
         table.add_row(str(k), p.point, p.kind, shape, f"{p.max_abs:.2e}", f"{p.max_rel:.2e}", verdict, style=style)
     rest = points[stop:]
     if rest:
-        table.add_row("", Text(f"... {len(rest)} later points, {sum(p.exceeds for p in rest)} exceed tolerance", style="dim"))
+        table.add_row(
+            "", Text(f"... {len(rest)} later points, {sum(p.exceeds for p in rest)} exceed tolerance", style="dim")
+        )
     return table
 
 
 def structure_table(result) -> Table:
     shown = result.structure[:STRUCTURE_ROWS]
     table = Table(
-        title=f"structural audit: {len(result.structure)} layers differ; parameters A {result.parameters_a:,}, B {result.parameters_b:,}",
+        title=f"structural audit: {len(result.structure)} layers differ; "
+        f"parameters A {result.parameters_a:,}, B {result.parameters_b:,}",
         title_justify="left",
     )
     for column in ("layer", "A params", "A groups", "B params", "B groups"):
         table.add_column(column, justify="left" if column == "layer" else "right")
-    cell = lambda value, k: "-" if value is None else f"{value[k]:,}"  # noqa: E731
+
+    def cell(value: tuple[int, int] | None, k: int) -> str:
+        return "-" if value is None else f"{value[k]:,}"
+
     for k, diff in enumerate(shown):
-        table.add_row(diff.layer, cell(diff.a, 0), cell(diff.a, 1), cell(diff.b, 0), cell(diff.b, 1), style="bold red reverse" if k == 0 else "")
+        table.add_row(
+            diff.layer,
+            cell(diff.a, 0),
+            cell(diff.a, 1),
+            cell(diff.b, 0),
+            cell(diff.b, 1),
+            style="bold red reverse" if k == 0 else "",
+        )
     if len(result.structure) > len(shown):
         table.add_row(Text(f"... {len(result.structure) - len(shown)} more layers differ", style="dim"))
     return table
@@ -162,7 +186,9 @@ def mapping_table(result) -> Table:
     for column in ("canonical", f"{result.src} (A) native", "shape", f"{result.dst} (B) native", "shape"):
         table.add_column(column, overflow="fold")
     for row in result.mapping:
-        table.add_row(row.canonical, row.name_a, str(row.shape_a), row.name_b, str(row.shape_b) + load_problem(result, row))
+        table.add_row(
+            row.canonical, row.name_a, str(row.shape_a), row.name_b, str(row.shape_b) + load_problem(result, row)
+        )
     return table
 
 
@@ -170,4 +196,6 @@ def load_problem(result, row) -> str:
     """What loading A's weights into B said about one tensor (``expected shape ..., got ...``), as markup."""
     prefixes = (f"{row.canonical!r}: ", f"{row.name_b!r}: ")
     lines = [line.strip() for line in (result.load_error or "").splitlines()]
-    return "".join(f"\n[red]load: {escape(line.removeprefix(p))}[/]" for line in lines for p in prefixes if line.startswith(p))
+    return "".join(
+        f"\n[red]load: {escape(line.removeprefix(p))}[/]" for line in lines for p in prefixes if line.startswith(p)
+    )

@@ -40,7 +40,14 @@ CASES = (
     Case("a", "same_padding", "regnetx32", "tf", "stem.conv", divergence.SAME_PADDING),
     Case("a", "same_padding", "regnetx32", "jax", "stem.conv", divergence.SAME_PADDING),
     Case("b", "keras_bn_epsilon", "regnetx32", "tf", "stem.bn", divergence.KERAS_BN),
-    Case("c", "avgpool_excludes_padding", "inception_mnist", "tf", "incep1.branch_pool.avg", divergence.AVGPOOL_EXCLUDES_PADDING),
+    Case(
+        "c",
+        "avgpool_excludes_padding",
+        "inception_mnist",
+        "tf",
+        "incep1.branch_pool.avg",
+        divergence.AVGPOOL_EXCLUDES_PADDING,
+    ),
     Case("d", "unpermuted_flatten", "inception_mnist", "tf", "fc", divergence.UNPERMUTED_FLATTEN),
     Case("d", "unpermuted_flatten", "inception_mnist", "jax", "fc", divergence.UNPERMUTED_FLATTEN),
     Case("e", "d2l_stage_bug", "regnetx32", "mxnet", "stages.0.blocks.1.conv1", divergence.D2L_STAGE_BUG),
@@ -66,7 +73,9 @@ def test_pitfall_is_reported_at_its_layer_with_a_hint_naming_it(case):
     assert result.diverged and result.first == case.first
     assert result.hint.pitfall == case.pitfall and result.hint.text.startswith(case.pitfall.title)
     layers = {layer.path for layer in get_spec(case.model).layers()}
-    assert bool(result.mapping) == (case.first in layers), "a diverging layer lists its tensors' native names on both sides"
+    assert bool(result.mapping) == (case.first in layers), (
+        "a diverging layer lists its tensors' native names on both sides"
+    )
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.variant != "d2l_stage_bug"], ids=case_id)
@@ -88,7 +97,10 @@ def test_pitfall_d2l_stage_bug_is_caught_by_the_structural_audit():
     assert "16x wider bottleneck, extra projection" in result.hint.text
 
 
-@pytest.mark.parametrize("model, src, dst", [("regnetx32", "torch", "jax"), ("regnetx32", "torch", "mxnet"), ("inception_mnist", "mxnet", "tf")])
+@pytest.mark.parametrize(
+    "model, src, dst",
+    [("regnetx32", "torch", "jax"), ("regnetx32", "torch", "mxnet"), ("inception_mnist", "mxnet", "tf")],
+)
 def test_pitfall_free_pair_reports_no_divergence(model, src, dst):
     result = explained(model, src, dst, None)
     assert not result.diverged and result.first is None and result.hint is None
@@ -103,7 +115,10 @@ def porting_guide_rows() -> list[str]:
         results = [explained(c.model, "torch", c.dst, c.variant) for c in cases]
         (first,), (pitfall,) = {r.first for r in results}, {r.hint.pitfall for r in results}
         frameworks = ", ".join(c.dst for c in cases)
-        rows.append(f"| ({label}) {pitfall.title} | `{cases[0].variant}` ({frameworks}) | {cases[0].model} | `{first}` | {pitfall.fix} |")
+        rows.append(
+            f"| ({label}) {pitfall.title} | `{cases[0].variant}` ({frameworks}) | {cases[0].model} "
+            f"| `{first}` | {pitfall.fix} |"
+        )
     return rows
 
 

@@ -25,7 +25,13 @@ def stages(draw) -> Stage:
     bot_mul = draw(st.sampled_from([0.25, 0.5, 1.0]))
     groups = draw(st.integers(1, 3))
     width = int(group_width * groups / bot_mul)
-    return Stage(depth=draw(st.integers(1, 3)), width=width, group_width=group_width, bot_mul=bot_mul, stride=draw(st.sampled_from([1, 2])))
+    return Stage(
+        depth=draw(st.integers(1, 3)),
+        width=width,
+        group_width=group_width,
+        bot_mul=bot_mul,
+        stride=draw(st.sampled_from([1, 2])),
+    )
 
 
 anynets = st.builds(

@@ -15,19 +15,31 @@ Flax compiles ``init`` and ``apply`` once per (model, dtype), ~10-20 s on 2 core
 
 from __future__ import annotations
 
+import io
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from parity import cli
+from parity import convert as conversion
 from parity import torchvision_io as tvio
 from parity.backends import FRAMEWORKS, get_backend
 from parity.harness import logit_diff, tolerance_text
-from parity.weights import count_parameters, randomize_batchnorm
+from parity.weights import count_parameters, randomize_batchnorm, save_weights
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
-DEFAULT_CASES = {("regnet_x_200mf", "float64"), ("regnet_x_400mf", "float32"), ("regnet_x_800mf", "float64"), ("regnet_x_1_6gf", "float32")}
+DEFAULT_CASES = {
+    ("regnet_x_200mf", "float64"),
+    ("regnet_x_400mf", "float32"),
+    ("regnet_x_800mf", "float64"),
+    ("regnet_x_1_6gf", "float32"),
+}
 DTYPES = ("float64", "float32")
 # odd sizes: stride-2 convolutions see both paddings, and 1.6GF's last stage is still 2x2
 INPUT_SHAPE = (2, 3, 33, 47)
@@ -49,7 +61,9 @@ class Case:
         self.spec = tvio.spec_for(model)
         self.dtype = dtype
         self.torchvision = tvio.BACKEND.build(self.spec, seed=0, dtype=dtype)
-        tvio.BACKEND.load_weights(self.torchvision, randomize_batchnorm(tvio.BACKEND.export_weights(self.torchvision), seed=1))
+        tvio.BACKEND.load_weights(
+            self.torchvision, randomize_batchnorm(tvio.BACKEND.export_weights(self.torchvision), seed=1)
+        )
         self.state_dict = {k: v.clone() for k, v in self.torchvision.state_dict().items()}
         self.x = np.random.default_rng(0).standard_normal(INPUT_SHAPE).astype(dtype)
         self.logits = tvio.BACKEND.forward(self.torchvision, self.x)
@@ -89,7 +103,9 @@ def test_torchvision_checkpoint_into_backend_and_back(case, model, dtype, fw):
     back = tvio.canonical_to_state_dict(backend.export_weights(native), c.spec)
     c.torchvision.load_state_dict(back, strict=True)
     assert list(back) == list(c.state_dict)
-    changed = [k for k, v in back.items() if not k.endswith("num_batches_tracked") and not torch.equal(v, c.state_dict[k])]
+    changed = [
+        k for k, v in back.items() if not k.endswith("num_batches_tracked") and not torch.equal(v, c.state_dict[k])
+    ]
     assert not changed and all(v.dtype == c.state_dict[k].dtype for k, v in back.items()), changed[:5]
 
 
@@ -148,7 +164,10 @@ def test_a_pickled_object_is_refused(tmp_path):
     torch.save({"epoch": 3, "model": {"fc.weight": torch.zeros(2)}}, tmp_path / "checkpoint.pth")
     from parity.weights import WeightsError
 
-    with pytest.raises(WeightsError, match=r"expected a state_dict \(a mapping of names to tensors\), got a mapping with keys \['epoch', 'model'\]"):
+    with pytest.raises(
+        WeightsError,
+        match=r"expected a state_dict \(a mapping of names to tensors\), got a mapping with keys \['epoch', 'model'\]",
+    ):
         tvio.read_state_dict(tmp_path / "checkpoint.pth")
 
 
@@ -163,21 +182,21 @@ def convert(capsys, *argv):
 
 def test_convert_torchvision_to_mxnet_and_back(capsys, small_checkpoint, tmp_path):
     net, folder = small_checkpoint
-    code, out, _ = convert(
-        capsys, "--from", f"torchvision:{SMALL}", "--weights", str(folder / "tv.pth"), "--to", "mxnet",
-        "--out", str(tmp_path / "mx.safetensors"), "--check-size", "32,32",
-    )
+    tv, mx, back = folder / "tv.pth", tmp_path / "mx.safetensors", tmp_path / "back.safetensors"
+    argv = ["--from", f"torchvision:{SMALL}", "--weights", str(tv), "--to", "mxnet", "--out", str(mx)]
+    code, out, _ = convert(capsys, *argv, "--check-size", "32,32")
     assert code == 0 and "PASS" in out and "need max |diff| <= 1e-09" in out and "wrote" in out, out
-    code, out, _ = convert(
-        capsys, "--from", "mxnet:regnetx_200mf", "--weights", str(tmp_path / "mx.safetensors"), "--to", "torchvision",
-        "--out", str(tmp_path / "back.safetensors"), "--check-size", "32,32",
-    )
+    argv = ["--from", "mxnet:regnetx_200mf", "--weights", str(mx), "--to", "torchvision", "--out", str(back)]
+    code, out, _ = convert(capsys, *argv, "--check-size", "32,32")
     assert code == 0 and "PASS" in out, out
     from safetensors.torch import load_file
 
     fresh = tvio.BACKEND.build(net.spec, seed=9, dtype="float64")
-    fresh.load_state_dict(load_file(tmp_path / "back.safetensors"), strict=True)
-    assert all(torch.equal(v, net.state_dict()[k]) for k, v in fresh.state_dict().items() if not k.endswith("num_batches_tracked"))
+    fresh.load_state_dict(load_file(back), strict=True)
+    original = net.state_dict()
+    assert all(
+        torch.equal(v, original[k]) for k, v in fresh.state_dict().items() if not k.endswith("num_batches_tracked")
+    )
 
 
 def test_convert_exits_1_and_writes_nothing_when_the_logits_disagree(capsys, small_checkpoint, tmp_path, monkeypatch):
@@ -185,9 +204,9 @@ def test_convert_exits_1_and_writes_nothing_when_the_logits_disagree(capsys, sma
 
     monkeypatch.setitem(harness.TOLERANCE, "float32", ("rel", 0.0))  # mxnet and torch round differently in float32
     _, folder = small_checkpoint
+    argv = ["--from", f"torchvision:{SMALL}", "--weights", str(folder / "tv.safetensors"), "--to", "mxnet"]
     code, out, _ = convert(
-        capsys, "--from", f"torchvision:{SMALL}", "--weights", str(folder / "tv.safetensors"), "--to", "mxnet",
-        "--out", str(tmp_path / "mx.safetensors"), "--check-size", "32,32", "--dtype", "float32",
+        capsys, *argv, "--out", str(tmp_path / "mx.safetensors"), "--check-size", "32,32", "--dtype", "float32"
     )
     assert code == 1 and "FAIL" in out and "not written" in out and not (tmp_path / "mx.safetensors").exists()
 
@@ -195,21 +214,139 @@ def test_convert_exits_1_and_writes_nothing_when_the_logits_disagree(capsys, sma
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--from", "torchvision:regnet_x_401mf", "--to", "tf"], "--from: unknown torchvision model 'regnet_x_401mf'; known: regnet_x_200mf"),
-        (["--from", "torchvision:regnet_x_200mf", "--to", "caffe"], "--to: expected torchvision:MODEL or one of torch, jax, tf, mxnet"),
+        (
+            ["--from", "torchvision:regnet_x_401mf", "--to", "tf"],
+            "--from: unknown torchvision model 'regnet_x_401mf'; known: regnet_x_200mf",
+        ),
+        (
+            ["--from", "torchvision:regnet_x_200mf", "--to", "caffe"],
+            "--to: expected torchvision:MODEL or one of torch, jax, tf, mxnet",
+        ),
         (["--from", "jax", "--to", "torchvision"], "--from: name the model"),
-        (["--from", "jax:regnetx_200mf", "--to", "torchvision:regnet_x_400mf"], "--from names regnetx_200mf but --to names regnetx_400mf"),
+        (
+            ["--from", "jax:regnetx_200mf", "--to", "torchvision:regnet_x_400mf"],
+            "--from names regnetx_200mf but --to names regnetx_400mf",
+        ),
         (["--from", "jax:regnetx32", "--to", "torchvision"], "regnetx32 is not a torchvision RegNetX"),
-        (["--from", "torchvision:regnet_x_200mf", "--to", "tf", "--out", "x.pth"], "--out: expected a .safetensors file for tf, got 'x.pth'"),
-        (["--from", "torchvision:regnet_x_200mf", "--to", "tf", "--weights", "nope.pth"], "--weights: no such file 'nope.pth'"),
-        (["--from", "torchvision:regnet_x_200mf", "--to", "tf", "--check-size", "32"], "--check-size: expected 2 positive integers"),
-        (["--from", "torchvision:regnet_x_400mf", "--to", "mxnet"], "it fits regnet_x_200mf): 'trunk_output.block1.block1-0.proj.0.weight': expected shape (32, 32, 1, 1), got (24, 32, 1, 1)"),
+        (
+            ["--from", "torchvision:regnet_x_200mf", "--to", "tf", "--out", "x.pth"],
+            "--out: expected a .safetensors file for tf, got 'x.pth'",
+        ),
+        (
+            ["--from", "torchvision:regnet_x_200mf", "--to", "tf", "--weights", "nope.pth"],
+            "--weights: no such file 'nope.pth'",
+        ),
+        (
+            ["--from", "torchvision:regnet_x_200mf", "--to", "tf", "--check-size", "32"],
+            "--check-size: expected 2 positive integers",
+        ),
+        (
+            ["--from", "torchvision:regnet_x_400mf", "--to", "mxnet"],
+            "it fits regnet_x_200mf): 'trunk_output.block1.block1-0.proj.0.weight': "
+            "expected shape (32, 32, 1, 1), got (24, 32, 1, 1)",
+        ),
     ],
 )
 def test_convert_usage_errors_exit_2_with_one_line(capsys, small_checkpoint, tmp_path, argv, message):
     _, folder = small_checkpoint
     defaults = {"--weights": str(folder / "tv.pth"), "--out": str(tmp_path / "out.safetensors")}
-    given = dict(zip(argv[::2], argv[1::2]))
+    given = dict(zip(argv[::2], argv[1::2], strict=True))
     code, out, err = convert(capsys, *argv, *(x for k, v in defaults.items() if k not in given for x in (k, v)))
     assert code == 2 and out == "", out
     assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+
+
+class Payload:
+    """A pickle that would create a marker file if it were ever unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def pickled(marker):
+    return pickle.dumps(Payload(marker))
+
+
+def torch_saved(marker):
+    buffer = io.BytesIO()
+    torch.save({"stem.0.weight": torch.zeros(2), "evil": Payload(marker)}, buffer)
+    return buffer.getvalue()
+
+
+def truncated(marker):
+    path = marker.with_suffix(".safetensors")
+    save_weights({"stem.conv.weight": np.zeros((4, 3, 3, 3), np.float32)}, path)
+    return path.read_bytes()[:-7]
+
+
+def empty(marker):
+    return b""
+
+
+PICKLE_REFUSED = "a pickle-based file (PyTorch .pth/.pt or pickle), not safetensors"
+TORCH_LOAD_FAILED = "torch.load(weights_only=True) cannot read it: "
+
+
+@pytest.mark.parametrize(
+    "source, file, content, message",
+    [
+        ("torch:regnetx_200mf", "w.safetensors", pickled, PICKLE_REFUSED),
+        ("torch:regnetx_200mf", "w.safetensors", torch_saved, PICKLE_REFUSED),
+        ("torch:regnetx_200mf", "w.safetensors", truncated, "not a valid safetensors file"),
+        (f"torchvision:{SMALL}", "tv.safetensors", pickled, PICKLE_REFUSED),
+        (f"torchvision:{SMALL}", "tv.safetensors", truncated, "not a valid safetensors file"),
+        (f"torchvision:{SMALL}", "tv.pth", torch_saved, TORCH_LOAD_FAILED + "Weights only load failed"),
+        (f"torchvision:{SMALL}", "tv.pth", pickled, TORCH_LOAD_FAILED),
+        (f"torchvision:{SMALL}", "tv.pth", empty, TORCH_LOAD_FAILED + "EOFError"),
+    ],
+    ids=[
+        "pickle",
+        "torch-save",
+        "truncated",
+        "tv-pickle",
+        "tv-truncated",
+        "tv-pth-payload",
+        "tv-pth-pickle",
+        "tv-empty",
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch.load's weights-only unpickler, on a plain pickle
+def test_convert_refuses_a_broken_or_pickle_file_naming_it(capsys, tmp_path, source, file, content, message):
+    """Every --weights file is read by parity.load_weights (safetensors) or torch.load(weights_only=True)."""
+    marker = tmp_path / "code-ran"
+    weights, out = tmp_path / file, tmp_path / "out.safetensors"
+    weights.write_bytes(content(marker))
+    destination = "torch" if source.startswith("torchvision") else "torchvision"
+    argv = ["--from", source, "--weights", str(weights), "--to", destination, "--out", str(out)]
+    code, stdout, err = convert(capsys, *argv)
+    assert code == 2 and stdout == "", stdout
+    assert err.startswith(f"parity: error: --weights {weights}: {message}") and err.count("\n") == 1, err
+    assert not out.exists() and not marker.exists()
+
+
+def test_convert_from_python_reports_the_check_and_each_steps_time(small_checkpoint, tmp_path):
+    _, folder = small_checkpoint
+    out = tmp_path / "torch.safetensors"
+    result = conversion.convert(
+        f"torchvision:{SMALL}", folder / "tv.pth", "torch", out, check_size=(32, 32), progress=False
+    )
+    assert result.written and out.is_file() and result.dtype == "float64"
+    check = result.check
+    assert check.passed and check.shape == (1, 3, 32, 32)
+    steps = ["read", "build source", "load source", "forward source", "build", "load", "forward", "export", "write"]
+    assert list(result.seconds) == steps
+
+
+def test_convert_from_tf_to_torchvision_imports_torchvision_first(tmp_path):
+    """Importing torchvision after tensorflow kills the process; a fresh one shows it does not happen."""
+    spec = tvio.spec_for(SMALL)
+    net = tvio.BACKEND.build(spec, seed=3, dtype="float32")
+    save_weights(tvio.BACKEND.export_weights(net), tmp_path / "tf.safetensors")
+    argv = ["--from", "tf:regnetx_200mf", "--weights", str(tmp_path / "tf.safetensors"), "--to", "torchvision"]
+    argv += ["--out", str(tmp_path / "tv.safetensors"), "--no-check"]
+    command = [sys.executable, "-m", "parity.cli", "convert", *argv]
+    done = subprocess.run(command, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and f"wrote {tmp_path / 'tv.safetensors'}" in done.stdout, done.stderr[-2000:]

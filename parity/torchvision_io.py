@@ -3,30 +3,33 @@
 torchvision names a RegNetX's tensors by its own module tree
 (``trunk_output.block2.block2-0.f.b.0.weight``); the canonical form names them by
 the spec (``stages.1.blocks.0.conv2.weight``). Both use PyTorch's layouts, so the
-mapping is names only: ``TABLE``, a ``parity.hub.NameTable`` built from the data below.
+mapping is names only: ``TABLE``, a ``parity.hub.NameTable`` built from the module names below
+and the canonical leaves (``parity.hub.CANONICAL_LEAVES``).
 
 BatchNorm's ``num_batches_tracked`` is not part of the canonical form: it is checked
 and dropped on import, and written as 0 on export. It only matters to a BatchNorm
 with ``momentum=None`` (a cumulative average); torchvision's RegNets use 0.1.
 
-Files: safetensors (preferred; read without torch) or ``.pth``/``.pt``, which are read
-with ``torch.load(weights_only=True)``, so no pickled code runs. torch is imported
-inside the functions that need it: ``import parity`` imports no framework.
+Files: safetensors (preferred; read without torch by ``parity.weights.load_weights``, which
+refuses pickles) or ``.pth``/``.pt``, which are read with ``torch.load(weights_only=True)``, so
+no pickled code runs. torch is imported inside the functions that need it: ``import parity``
+imports no framework.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
-from parity.hub import NameTable
-from parity.specs.regnet_family import REGNETX, SIZES, regnetx
+from parity.hub import CANONICAL_LEAVES, NameTable
 from parity.specs import AnyNet, BatchNorm
-from parity.weights import Param, Weights, WeightsError, schema, validate
+from parity.specs.regnet_family import REGNETX, SIZES, regnetx
+from parity.weights import Param, Weights, WeightsError, WeightsFileError, load_weights, schema, validate
 
 # canonical module -> torchvision module; a block's layers in torchvision's order (shortcut first)
 STEM = {"stem.conv": "stem.0", "stem.bn": "stem.1"}
@@ -42,18 +45,6 @@ BLOCK = {
 }
 HEAD = {"head.fc": "fc"}
 BN_COUNTER = "num_batches_tracked"
-LEAVES = {
-    role: (role.split(".")[1], "identity")
-    for role in (
-        "conv.weight",
-        "batchnorm.weight",
-        "batchnorm.bias",
-        "batchnorm.running_mean",
-        "batchnorm.running_var",
-        "dense.weight",
-        "dense.bias",
-    )
-}
 
 
 def _stage_block(match: re.Match) -> str:
@@ -67,7 +58,7 @@ TABLE = NameTable(
         *((rf"\.{canonical}$", f".{native}") for canonical, native in BLOCK.items()),
         (r"^stages\.(\d+)\.blocks\.(\d+)", _stage_block),
     ),
-    leaves=LEAVES,
+    leaves=CANONICAL_LEAVES,
 )
 
 # torchvision's model names; it has a builder for every size but 200MF
@@ -163,7 +154,10 @@ def check_state_dict(state_dict: Mapping[str, Any], spec: AnyNet) -> None:
         return
     fits = fitting_models(state_dict)
     hint = f"; it fits {', '.join(fits)}" if fits else ""
-    raise WeightsError(f"state_dict does not fit {spec.name} ({len(problems)} problem{'s' if len(problems) > 1 else ''}{hint}):\n  " + "\n  ".join(problems))
+    raise WeightsError(
+        f"state_dict does not fit {spec.name} ({len(problems)} problem{'s' if len(problems) > 1 else ''}{hint}):\n  "
+        + "\n  ".join(problems)
+    )
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -185,8 +179,11 @@ def state_dict_to_canonical(state_dict: Mapping[str, Any], spec: AnyNet, progres
     return weights
 
 
-def canonical_to_state_dict(weights: Mapping[str, np.ndarray], spec: AnyNet, progress: Progress = iter) -> dict[str, Any]:
-    """A torchvision state_dict (torch tensors, in torchvision's order) that ``load_state_dict(strict=True)`` accepts."""
+def canonical_to_state_dict(
+    weights: Mapping[str, np.ndarray], spec: AnyNet, progress: Progress = iter
+) -> dict[str, Any]:
+    """A torchvision state_dict (torch tensors, in torchvision's order) that ``load_state_dict(strict=True)``
+    accepts."""
     import torch
 
     validate(weights, spec)
@@ -209,33 +206,27 @@ def check_suffix(path: str | os.PathLike, option: str) -> str:
 def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     """A state_dict from safetensors (numpy arrays, no torch needed) or .pth/.pt (``weights_only=True``).
 
-    A file that is not a state_dict raises WeightsError.
+    A file that cannot be read raises WeightsFileError naming it; one that holds something
+    other than a state_dict raises WeightsError.
     """
     if check_suffix(path, "path") == ".safetensors":
-        return read_safetensors(path)
+        return load_weights(path)
     import pickle
 
     import torch
 
+    path = os.fspath(path)
     try:
-        loaded = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as error:
+        raise WeightsFileError(f"{path}: cannot read weights: {error.strerror}") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise WeightsError(f"torch.load(weights_only=True) cannot read it: {str(error).splitlines()[0]}") from None
+        reason = str(error).splitlines()[0] if str(error) else f"{type(error).__name__} (the file ends early)"
+        raise WeightsFileError(f"{path}: torch.load(weights_only=True) cannot read it: {reason}") from None
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         found = f"a mapping with keys {list(loaded)[:5]}" if isinstance(loaded, Mapping) else type(loaded).__name__
         raise WeightsError(f"expected a state_dict (a mapping of names to tensors), got {found}")
     return dict(loaded)
-
-
-def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every tensor of a safetensors file as numpy; a file that is not safetensors raises WeightsError."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    try:
-        return dict(load_file(os.fspath(path)))
-    except SafetensorError as error:
-        raise WeightsError(f"not a safetensors file ({error})") from None
 
 
 def write_state_dict(state_dict: Mapping[str, Any], path: str | os.PathLike) -> None:

@@ -7,7 +7,7 @@ the spec, so the rules live here, once.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -32,8 +32,13 @@ def variant_problem(spec: specs.Spec, variant: str) -> str | None:
     layers = spec.layers()
     if variant == "same_padding":
         strided = any(isinstance(layer, specs.Conv) and layer.padding and layer.stride > 1 for layer in layers)
-        return None if strided else (
-            "every padded conv and pool has stride 1, and 'same' pads a stride-1 layer symmetrically, as the spec does"
+        return (
+            None
+            if strided
+            else (
+                "every padded conv and pool has stride 1, "
+                "and 'same' pads a stride-1 layer symmetrically, as the spec does"
+            )
         )
     if variant == "keras_bn_epsilon":
         epsilons = {layer.eps for layer in layers if isinstance(layer, specs.BatchNorm)}
@@ -48,9 +53,13 @@ def variant_problem(spec: specs.Spec, variant: str) -> str | None:
         return None if flattens else "no dense layer follows a flatten"
     if variant == "untransposed_kernel":
         fits = any(fits_untransposed(param) for param in schema(spec).values())
-        return None if fits else (
-            "no conv has I/groups == O (out channels == in channels / groups), "
-            "so a wrongly transposed kernel would fit none of them"
+        return (
+            None
+            if fits
+            else (
+                "no conv has I/groups == O (out channels == in channels / groups), "
+                "so a wrongly transposed kernel would fit none of them"
+            )
         )
     if variant == "d2l_stage_bug":
         return specs.d2l_stage_bug_problem(spec)

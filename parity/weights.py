@@ -8,8 +8,8 @@ directed transfers. Files are safetensors: no pickle, no code executed on load.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -65,7 +65,10 @@ def layer_params(layer: Layer) -> list[Param]:
     if isinstance(layer, BatchNorm):
         return [Param(layer, leaf, (layer.channels,)) for leaf in ("weight", "bias", "running_mean", "running_var")]
     if isinstance(layer, Dense):
-        return [Param(layer, "weight", (layer.out_features, layer.in_features)), Param(layer, "bias", (layer.out_features,))]
+        return [
+            Param(layer, "weight", (layer.out_features, layer.in_features)),
+            Param(layer, "bias", (layer.out_features,)),
+        ]
     raise TypeError(f"not a layer: {layer!r}")
 
 
@@ -85,7 +88,9 @@ def count_parameters(spec: Spec) -> tuple[int, int]:
 def validate(weights: Mapping[str, np.ndarray], spec: Spec, dtype=None, allow_nonfinite: bool = False) -> None:
     """Raise one WeightsError naming every missing, unexpected, mis-shaped, mis-typed or non-finite key."""
     expected = schema(spec)
-    problems = [f"missing key {name!r} (expected shape {p.shape})" for name, p in expected.items() if name not in weights]
+    problems = [
+        f"missing key {name!r} (expected shape {p.shape})" for name, p in expected.items() if name not in weights
+    ]
     problems += [f"unexpected key {name!r}" for name in weights if name not in expected]
     want_dtype = np.dtype(dtype) if dtype is not None else None
     for name, p in expected.items():
@@ -153,7 +158,10 @@ def save_weights(weights: Mapping[str, np.ndarray], path: str | os.PathLike) -> 
 
 
 def load_weights(path: str | os.PathLike) -> Weights:
-    """Read canonical weights from a safetensors file; nothing in the file is ever executed.
+    """Every tensor of a safetensors file as numpy; nothing in the file is ever executed.
+
+    The one safetensors reader: canonical weights here, torchvision state_dicts in
+    ``parity.torchvision_io`` and ``parity convert --weights`` all read through it.
 
     Raises WeightsFileError for a missing, truncated or corrupted file, a file of
     another format, and pickle-based files (PyTorch ``.pth``), which are refused

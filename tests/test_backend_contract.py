@@ -1,15 +1,52 @@
-"""The backend contract, checked the same way for every framework: strict loading that
-changes nothing on error, and clear input errors raised before any framework sees the input."""
+"""The backend contract, checked the same way for every framework and every kind of spec.
+
+Per framework x spec: weights go out and back in through the canonical form bit for bit,
+the name table names exactly the tensors the native model holds, a build is deterministic
+for its seed, forward and activations follow the spec's graph, and inputs the spec cannot
+take raise InputError. Per framework, on a small AnyNet: loading is strict and changes
+nothing on error, and bad inputs raise InputError naming ``x_nchw`` before any framework
+sees them.
+
+Models are built once per module (JAX and Keras compile per spec and dtype) and run on the
+smallest input each spec accepts.
+"""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
 
 from parity import get_backend
 from parity.backends import FRAMEWORKS, InputError
-from parity.specs import AnyNet, InceptionNet, Stage
-from parity.weights import WeightsError, randomize_batchnorm
+from parity.harness import native_input_shape
+from parity.specs import (
+    AnyNet,
+    Inception,
+    InceptionA,
+    ResNeXtBlock,
+    Stage,
+    get_spec,
+    infer_shapes,
+    spatial_size_problem,
+)
+from parity.weights import WeightsError, randomize_batchnorm, randomize_biases, schema
+from support import assert_same_bits
+
+SPECS = {
+    "regnetx32": get_spec("regnetx32"),
+    "googlenet": get_spec("googlenet"),
+    "inception_mnist": get_spec("inception_mnist"),
+    "nin": get_spec("nin"),
+    # a projection block with a bottleneck and four groups: conv4/bn4 and a grouped conv
+    "resnext_block": ResNeXtBlock(
+        in_channels=16, num_channels=24, group_width=4, bot_mul=0.5, use_1x1conv=True, stride=2
+    ),
+    "inception_block": Inception(in_channels=12, c1=4, c2=(6, 8), c3=(2, 4), c4=4),
+    "inception_a_block": InceptionA(in_channels=10),
+}
+DTYPES = ("float32", "float64")
 
 SMALL = AnyNet(
     name="small_anynet",
@@ -18,12 +55,161 @@ SMALL = AnyNet(
     num_classes=5,
     in_channels=3,
 )
-OTHER = AnyNet(name="other_anynet", stem_width=8, stages=(Stage(depth=1, width=16, group_width=16, bot_mul=1),), num_classes=5, in_channels=3)
+OTHER = AnyNet(
+    name="other_anynet",
+    stem_width=8,
+    stages=(Stage(depth=1, width=16, group_width=16, bot_mul=1),),
+    num_classes=5,
+    in_channels=3,
+)
+
+
+def smallest_size(spec) -> int:
+    """The smallest square input size ``spec`` takes (its one size, for a net with a flatten)."""
+    return next(size for size in range(1, 1024) if spatial_size_problem(spec, size, size) is None)
+
+
+def build(framework: str, spec, seed: int = 0, dtype: str = "float32"):
+    """A fresh native model; skips the test while the backend does not register the spec's type."""
+    try:
+        return get_backend(framework).build(spec, seed=seed, dtype=dtype)
+    except TypeError as error:
+        if f"cannot build a {type(spec).__name__} spec" in str(error):
+            pytest.skip(f"the {framework} backend does not register {type(spec).__name__} ({spec.name}) yet")
+        raise
+
+
+# --- the native tensors, read with each framework's own API ---
+# Integer tensors are counters and RNG state, not weights: torch's BatchNorm num_batches_tracked,
+# the state of a Keras Dropout's SeedGenerator.
+
+
+def torch_tensors(model) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(t.shape) for key, t in model.state_dict().items() if t.is_floating_point()}
+
+
+def jax_tensors(model) -> dict[str, tuple[int, ...]]:
+    """Flax variables as ``module path/collection/leaf``, the names the jax table uses."""
+    from flax.traverse_util import flatten_dict
+
+    flat = flatten_dict(model.variables)
+    return {
+        "/".join((*path, collection, leaf)): tuple(value.shape) for (collection, *path, leaf), value in flat.items()
+    }
+
+
+def tf_tensors(model) -> dict[str, tuple[int, ...]]:
+    """Keras variables by path relative to the model."""
+    prefix = f"{model.name}/"
+    return {v.path.removeprefix(prefix): tuple(v.shape) for v in model.variables if "float" in str(v.dtype)}
+
+
+def mxnet_tensors(model) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(param.data().shape) for key, param in model.collect_params().items()}  # data(): none deferred
+
+
+NATIVE_TENSORS = {"torch": torch_tensors, "jax": jax_tensors, "tf": tf_tensors, "mxnet": mxnet_tensors}
 
 
 @pytest.fixture(scope="module", params=FRAMEWORKS)
 def framework(request):
     return request.param
+
+
+@pytest.fixture(scope="module", params=list(SPECS))
+def spec(request):
+    return SPECS[request.param]
+
+
+@pytest.fixture(scope="module")
+def pristine():
+    """pristine(framework, spec, seed, dtype) -> a model built once per module; tests only read it."""
+    cache = {}
+
+    def get(framework, spec, seed=0, dtype="float32"):
+        key = (framework, spec, seed, dtype)
+        if key not in cache:
+            cache[key] = build(framework, spec, seed, dtype)
+        return cache[key]
+
+    return get
+
+
+def random_input(spec, dtype="float32", batch=2) -> np.ndarray:
+    size = smallest_size(spec)
+    return np.random.default_rng(0).standard_normal((batch, spec.in_channels, size, size)).astype(dtype)
+
+
+# --- every framework x spec ---
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_export_load_export_is_bit_exact(framework, spec, pristine, dtype):
+    """Weights (BatchNorm and biases randomised away from their constant starts) exported, loaded
+    into a fresh model of another seed and exported again are the same bits, names and dtypes."""
+    backend = get_backend(framework)
+    exported = backend.export_weights(pristine(framework, spec, 0, dtype))
+    weights = randomize_biases(randomize_batchnorm(exported, seed=1), seed=2)
+    target = build(framework, spec, seed=1, dtype=dtype)
+    backend.load_weights(target, weights)
+    again = backend.export_weights(target)
+    assert list(again) == list(schema(spec))
+    assert all(value.dtype == np.dtype(dtype) for value in again.values())
+    assert_same_bits(again, weights)
+
+
+def test_table_names_exactly_the_models_own_tensors(framework, spec, pristine):
+    """Every row of ``table(spec)`` is a tensor of the native model, with its native shape, and
+    the model holds no other weight."""
+    model = pristine(framework, spec)
+    rows = get_backend(framework).table(spec).rows(spec)
+    assert [canonical for canonical, _, _, _ in rows] == list(schema(spec))
+    assert {native: shape for _, native, shape, _ in rows} == NATIVE_TENSORS[framework](model)
+
+
+def test_build_is_deterministic_per_seed_and_differs_across_seeds(framework, spec, pristine):
+    backend = get_backend(framework)
+    first = backend.export_weights(pristine(framework, spec, seed=0))
+    assert_same_bits(backend.export_weights(build(framework, spec, seed=0)), first)
+    other = backend.export_weights(pristine(framework, spec, seed=1))
+    drawn = [name for name, p in schema(spec).items() if p.role in ("conv.weight", "dense.weight")]
+    assert drawn and all(not np.array_equal(first[name], other[name]) for name in drawn)
+
+
+def test_forward_and_activations_follow_the_spec_and_change_nothing(framework, spec, pristine):
+    """On the smallest input: the output has the spec's shape and the model's dtype, the activation
+    points are the spec's, in order, with the graph's NCHW shapes; forward, activations and the layer
+    summary leave every weight as it was, and so does a training-mode forward of a net with BatchNorm."""
+    backend = get_backend(framework)
+    model = pristine(framework, spec)
+    before = backend.export_weights(model)
+    x = random_input(spec)
+    y = backend.forward(model, x)
+    assert y.dtype == np.float32 and y.shape == spec.output_shape(x.shape)
+    acts = backend.activations(model, x)
+    shapes = infer_shapes(spec.graph(), x.shape)
+    assert list(acts) == spec.activation_points()
+    assert {key: value.shape for key, value in acts.items()} == {key: shapes[key] for key in acts}
+    # Training mode differs from eval where BatchNorm could update its running statistics; NiN's
+    # dropout would draw there, and no test compares NiN in training mode.
+    if any(node.op == "bn" for node in spec.graph()):
+        backend.forward(model, x, train=True)
+    backend.layer_summary(model, native_input_shape(framework, (1, *x.shape[1:])))
+    assert_same_bits(backend.export_weights(model), before)
+
+
+@pytest.mark.parametrize("name", [name for name, spec in SPECS.items() if smallest_size(spec) > 1])
+def test_an_input_one_pixel_too_small_is_refused_before_the_framework_sees_it(framework, pristine, name):
+    spec = SPECS[name]
+    size = smallest_size(spec)
+    shape = (1, spec.in_channels, size - 1, size)
+    problem = spatial_size_problem(spec, size - 1, size)
+    assert problem.startswith(spec.name)
+    with pytest.raises(InputError, match="^" + re.escape(f"x_nchw: {problem}, got shape {shape}") + "$"):
+        get_backend(framework).forward(pristine(framework, spec), np.zeros(shape, np.float32))
+
+
+# --- strict loading and input checks, on a small AnyNet ---
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +218,6 @@ def model(framework):
     built = backend.build(SMALL, seed=0)
     backend.load_weights(built, randomize_batchnorm(backend.export_weights(built), seed=1))
     return built
-
-
-def same_bits(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
-    return list(a) == list(b) and all(a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes() for k in a)
 
 
 def good_weights(framework):
@@ -64,7 +246,7 @@ def test_every_problem_is_named_at_once_and_the_model_is_unchanged(framework, mo
         "'head.fc.bias': contains NaN or Inf",
     ):
         assert expected in message
-    assert same_bits(backend.export_weights(model), before)
+    assert_same_bits(backend.export_weights(model), before)
 
 
 def test_weights_of_another_spec_are_refused_whole(framework, model):
@@ -74,7 +256,7 @@ def test_weights_of_another_spec_are_refused_whole(framework, model):
         backend.load_weights(model, backend.export_weights(backend.build(OTHER, seed=0)))
     assert "missing key 'stages.1.blocks.0.conv1.weight'" in str(info.value)
     assert "'stages.0.blocks.0.conv2.weight': expected shape (16, 8, 3, 3), got (16, 16, 3, 3)" in str(info.value)
-    assert same_bits(backend.export_weights(model), before)
+    assert_same_bits(backend.export_weights(model), before)
 
 
 def test_non_finite_values_load_only_when_allowed(framework):
@@ -125,25 +307,9 @@ def test_the_smallest_input_runs(framework, model):
     assert logits.shape == (1, 5) and np.isfinite(logits).all()
 
 
-def test_an_input_too_small_for_a_flatten_is_refused_before_the_framework_sees_it(framework):
-    backend = get_backend(framework)
-    net = backend.build(InceptionNet(), seed=0)
-    with pytest.raises(InputError, match=r"x_nchw: inception_mnist needs 28x28 inputs .* got shape \(1, 1, 27, 28\)"):
-        backend.forward(net, np.zeros((1, 1, 27, 28), np.float32))
-
-
 def test_unknown_dtype_is_refused_at_build(framework):
     with pytest.raises(ValueError, match="dtype"):
         get_backend(framework).build(SMALL, seed=0, dtype="float16")
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_export_load_export_is_bit_exact(framework, dtype):
-    backend = get_backend(framework)
-    weights = randomize_batchnorm(backend.export_weights(backend.build(SMALL, seed=3, dtype=dtype)), seed=4)
-    target = backend.build(SMALL, seed=0, dtype=dtype)
-    backend.load_weights(target, weights)
-    assert same_bits(backend.export_weights(target), weights)
 
 
 def test_exported_arrays_are_fresh_copies(framework, model):
@@ -152,7 +318,7 @@ def test_exported_arrays_are_fresh_copies(framework, model):
     reference = {k: v.copy() for k, v in first.items()}
     for value in first.values():
         value[...] = 7
-    assert same_bits(backend.export_weights(model), reference)
+    assert_same_bits(backend.export_weights(model), reference)
 
 
 def test_read_only_arrays_load(framework):
@@ -163,11 +329,4 @@ def test_read_only_arrays_load(framework):
         value.flags.writeable = False
     target = backend.build(SMALL, seed=0)
     backend.load_weights(target, weights)
-    assert same_bits(backend.export_weights(target), weights)
-
-
-def test_build_is_deterministic_per_seed_and_differs_across_seeds(framework):
-    backend = get_backend(framework)
-    first, again, other = (backend.export_weights(backend.build(SMALL, seed=s)) for s in (11, 11, 12))
-    assert same_bits(first, again)
-    assert not np.array_equal(first["stem.conv.weight"], other["stem.conv.weight"])
+    assert_same_bits(backend.export_weights(target), weights)

@@ -15,7 +15,10 @@ def run(capsys, *argv):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["compare", "regnetx33"], "unknown model 'regnetx33'; known models: googlenet, inception_mnist, regnetx32"),
+        (
+            ["compare", "regnetx33"],
+            "unknown model 'regnetx33'; known models: googlenet, inception_mnist, nin, regnetx32",
+        ),
         (["compare", "regnetx32", "--frameworks", "torch,caffe"], "unknown framework 'caffe'"),
         (["compare", "regnetx32", "--frameworks", "torch"], "needs at least two frameworks"),
         (["compare", "regnetx32", "--frameworks", "torch,torch"], "names a framework twice"),
@@ -44,7 +47,18 @@ def test_a_framework_that_is_not_installed_names_its_extra(capsys, monkeypatch):
 
 
 def test_compare_json_reports_every_directed_transfer(capsys):
-    code, out, _ = run(capsys, "compare", "regnetx32", "--frameworks", "torch,mxnet", "--input-size", "33,21", "--json", "--dtype", "float64")
+    code, out, _ = run(
+        capsys,
+        "compare",
+        "regnetx32",
+        "--frameworks",
+        "torch,mxnet",
+        "--input-size",
+        "33,21",
+        "--json",
+        "--dtype",
+        "float64",
+    )
     report = json.loads(out)
     assert code == 0 and report["passed"]
     assert {(t["src"], t["dst"]) for t in report["transfers"]} == {("torch", "mxnet"), ("mxnet", "torch")}

@@ -50,8 +50,14 @@ def weights_of(layer) -> dict[str, np.ndarray]:
         return {f"{layer.path}.weight": kernel, f"{layer.path}.bias": randn(layer.out_channels)}
     if isinstance(layer, BatchNorm):
         c = layer.channels
-        return {f"{layer.path}.{leaf}": rng.uniform(0.5, 1.5, c) for leaf in ("weight", "bias", "running_mean", "running_var")}
-    return {f"{layer.path}.weight": randn(layer.out_features, layer.in_features), f"{layer.path}.bias": randn(layer.out_features)}
+        return {
+            f"{layer.path}.{leaf}": rng.uniform(0.5, 1.5, c)
+            for leaf in ("weight", "bias", "running_mean", "running_var")
+        }
+    return {
+        f"{layer.path}.weight": randn(layer.out_features, layer.in_features),
+        f"{layer.path}.bias": randn(layer.out_features),
+    }
 
 
 def Op(op: str, inputs: tuple[str, ...], layer=None, window=None) -> Node:
@@ -66,7 +72,14 @@ def hint_for(op: Node, x: np.ndarray, observed: np.ndarray, weights, dtype: str 
 # --- the activation-point table ---
 
 SMALL_ANYNET = AnyNet("small", stem_width=8, stages=(Stage(2, 8, 4, 1), Stage(1, 16, 8, 0.5)), input_size=(12, 10))
-SPECS = (SMALL_ANYNET, get_spec("inception_mnist"), GoogLeNet(), ResNeXtBlock(8, 16, 4, 1, use_1x1conv=True, stride=2), Inception(8, 4, (4, 6), (2, 3), 5), InceptionA(6))
+SPECS = (
+    SMALL_ANYNET,
+    get_spec("inception_mnist"),
+    GoogLeNet(),
+    ResNeXtBlock(8, 16, 4, 1, use_1x1conv=True, stride=2),
+    Inception(8, 4, (4, 6), (2, 3), 5),
+    InceptionA(6),
+)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
@@ -78,7 +91,9 @@ def test_every_activation_point_reads_earlier_points(spec):
         assert sources[point] and all(source == INPUT or order.index(source) < k for source in sources[point]), point
 
 
-@pytest.mark.parametrize("spec", [SMALL_ANYNET, get_spec("inception_mnist"), GoogLeNet(input_size=(32, 32))], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "spec", [SMALL_ANYNET, get_spec("inception_mnist"), GoogLeNet(input_size=(32, 32))], ids=lambda s: s.name
+)
 def test_every_op_recomputed_from_torch_inputs_reproduces_torch(spec):
     """The table is checked against a real model: each point from its inputs' activations, in float64."""
     torch_backend = get_backend("torch")
@@ -102,7 +117,9 @@ def test_same_pads_put_the_odd_cell_at_the_end():
 def test_hint_same_padding_at_stride_2():
     conv = Conv("c", 3, 4, 3, stride=2, padding=1)
     weights, x = weights_of(conv), randn(2, 3, 8, 8)
-    observed = reference.conv2d(np.pad(x, ((0, 0), (0, 0), (0, 1), (0, 1))), weights["c.weight"], weights["c.bias"], 2, 0, 1)
+    observed = reference.conv2d(
+        np.pad(x, ((0, 0), (0, 0), (0, 1), (0, 1))), weights["c.weight"], weights["c.bias"], 2, 0, 1
+    )
     hint = hint_for(Op("conv", ("x",), conv), x, observed, weights)
     assert hint.pitfall is divergence.SAME_PADDING and "(0, 1)" in hint.text
 
@@ -125,7 +142,10 @@ def test_hint_average_pool_that_excludes_padding():
     x = randn(1, 2, 5, 4)
     ones = np.ones_like(x)
     observed = reference.avg_pool(x, 3, 1, 1) / reference.avg_pool(ones, 3, 1, 1)
-    assert hint_for(Op("avg_pool", ("x",), window=(3, 1, 1)), x, observed, {}).pitfall is divergence.AVGPOOL_EXCLUDES_PADDING
+    assert (
+        hint_for(Op("avg_pool", ("x",), window=(3, 1, 1)), x, observed, {}).pitfall
+        is divergence.AVGPOOL_EXCLUDES_PADDING
+    )
 
 
 def test_hint_unpermuted_flatten():
@@ -186,9 +206,15 @@ def run(capsys, *argv):
     "argv, message",
     [
         (["explain", "inception_mnist", "--from", "torch", "--to", "tf", "--variant", "nope"], "known tf variants: "),
-        (["explain", "inception_mnist", "--from", "torch", "--to", "torch", "--variant", "same_padding"], "known torch variants: none"),
+        (
+            ["explain", "inception_mnist", "--from", "torch", "--to", "torch", "--variant", "same_padding"],
+            "known torch variants: none",
+        ),
         (["explain", "inception_mnist", "--from", "torch", "--to", "caffe"], "unknown framework 'caffe'"),
-        (["explain", "inception_mnist", "--from", "torch", "--to", "tf", "--input-size", "32,32"], "needs 28x28 inputs"),
+        (
+            ["explain", "inception_mnist", "--from", "torch", "--to", "tf", "--input-size", "32,32"],
+            "needs 28x28 inputs",
+        ),
         (["report", "inception_mnist", "--out", "/no/such/dir/r.html"], "--out: no such directory"),
         (["report", "inception_mnist", "--out", "r.html", "--frameworks", "tf"], "at least two frameworks"),
     ],
@@ -205,12 +231,16 @@ def test_explain_unknown_variant_names_the_known_ones(capsys):
 
 
 def test_explain_variant_that_does_not_apply_exits_2(capsys):
-    code, out, err = run(capsys, "explain", "inception_mnist", "--from", "torch", "--to", "tf", "--variant", "keras_bn_epsilon")
+    code, out, err = run(
+        capsys, "explain", "inception_mnist", "--from", "torch", "--to", "tf", "--variant", "keras_bn_epsilon"
+    )
     assert code == 2 and out == "" and err.count("\n") == 1 and "--variant" in err
 
 
 def test_explain_shows_the_first_divergence_its_tensors_and_the_hint(capsys):
-    code, out, _ = run(capsys, "explain", "inception_mnist", "--from", "torch", "--to", "tf", "--variant", "unpermuted_flatten")
+    code, out, _ = run(
+        capsys, "explain", "inception_mnist", "--from", "torch", "--to", "tf", "--variant", "unpermuted_flatten"
+    )
     assert code == 1
     first = next(line for line in out.splitlines() if "FIRST" in line)
     assert re.search(r"\bfc\b.*dense", first)

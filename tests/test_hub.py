@@ -23,9 +23,9 @@ TABLE = NameTable(
 )
 
 
-def canonical(spec):
+def canonical(spec, dtype="float32"):
     rng = np.random.default_rng(0)
-    return {n: rng.standard_normal(p.shape).astype(np.float32) for n, p in schema(spec).items()}
+    return {n: rng.standard_normal(p.shape).astype(dtype) for n, p in schema(spec).items()}
 
 
 def test_to_native_and_back_is_bit_exact_and_uses_the_tables_names_and_layouts():
@@ -42,7 +42,11 @@ def test_dense_weights_are_transposed_and_module_paths_rewritten():
     spec = get_spec("regnetx32")
     rows = {canonical_name: (native, shape, t) for canonical_name, native, shape, t in TABLE.rows(spec)}
     assert rows["head.fc.weight"] == ("params/head/fc/kernel", (80, 10), "(out,in)->(in,out)")
-    assert rows["stages.1.blocks.0.conv2.weight"] == ("params/stages/1/blocks/0/conv2/kernel", (3, 3, 16, 80), "OIHW->HWIO")
+    assert rows["stages.1.blocks.0.conv2.weight"] == (
+        "params/stages/1/blocks/0/conv2/kernel",
+        (3, 3, 16, 80),
+        "OIHW->HWIO",
+    )
 
 
 def test_to_native_validates_before_converting():
@@ -77,14 +81,20 @@ def test_an_hwc_flattening_table_permutes_dense_weights_after_a_flatten_and_back
 
     spec = InceptionNet()
     hwc = NameTable(modules=TABLE.modules, leaves=TABLE.leaves, separator="/", flatten_order="HWC")
-    w = canonical(spec)
-    native = to_native(spec, w, hwc, dtype="float32")
-    features = np.random.default_rng(3).standard_normal((2, 88, 4, 4)).astype(np.float32)
+    w = canonical(spec, "float64")
+    native = to_native(spec, w, hwc, dtype="float64")
+    features = np.random.default_rng(3).standard_normal((2, 88, 4, 4))
     # the NHWC-flattened features through the native (in, out) kernel give the canonical logits
     canonical_logits = features.reshape(2, -1) @ w["fc.weight"].T
     native_logits = nchw_to_nhwc(features).reshape(2, -1) @ native["params/fc/kernel"]
-    assert np.allclose(native_logits, canonical_logits, rtol=1e-5, atol=1e-5)  # float32 sums of 1408 products, reordered
+    # The same 1408 products summed in another order: in float64 any order, blocked or FMA,
+    # is within n * eps * sum |products| of the exact sum (~3e-10 here; real kernels reach
+    # ~1e-13), so twice that bounds the difference on every BLAS kernel. A wrong permutation
+    # pairs features with the wrong weights and moves logits of scale ~50 by 5 or more.
+    terms = features[0].size
+    bound = 2 * terms * np.finfo(np.float64).eps * (np.abs(features).reshape(2, -1) @ np.abs(w["fc.weight"]).T)
+    assert (np.abs(native_logits - canonical_logits) <= bound).all()
     back = from_native(spec, native, hwc)
     assert all(back[n].tobytes() == w[n].tobytes() for n in w)
     # the CHW table leaves the same weight unpermuted
-    assert np.array_equal(to_native(spec, w, TABLE, dtype="float32")["params/fc/kernel"], w["fc.weight"].T)
+    assert np.array_equal(to_native(spec, w, TABLE, dtype="float64")["params/fc/kernel"], w["fc.weight"].T)

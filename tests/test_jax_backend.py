@@ -1,6 +1,6 @@
-"""Unit tests of the JAX/Flax backend: weights I/O, errors, determinism, dtypes, modes, summaries.
+"""Unit tests of the JAX/Flax backend: native names, dtypes, modes, summaries, and NiN.
 
-Besides the contract, the eval-mode output of a small AnyNet and of a ResNeXt block
+Beyond ``tests/test_backend_contract.py``, the eval-mode output of a small AnyNet and of a ResNeXt block
 is checked against ``parity.reference`` (numpy, from the spec and canonical weights
 only), so the Flax model is proven to compute the spec's function.
 """
@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import assert_same_bits, max_relative_diff, randn
 
 import parity
 from parity import reference
 from parity.specs import AnyNet, ResNeXtBlock, Stage
 from parity.weights import cast, randomize_batchnorm, schema
+from support import assert_same_bits, max_relative_diff, randn
 
 pytest.importorskip("flax")
-from impl_jax import backend, models  # noqa: E402
+from impl_jax import anynet, backend, classic  # noqa: E402
 
 REGNETX32 = parity.get_spec("regnetx32")
 # Small enough to compile in about a second; two stages, a bottleneck and 2 and 3 groups.
@@ -44,47 +44,21 @@ def build_randomized(spec, dtype="float32", seed=0):
     return model
 
 
-# --- weights through the table ---
+# --- native names ---
 
 
-def test_table_maps_every_canonical_name_to_a_model_tensor():
-    model = backend.build(REGNETX32)
-    native = dict(backend._tensors(model.variables))
-    rows = backend.TABLE.rows(REGNETX32)
-    assert {native_name for _, native_name, _, _ in rows} == set(native)
-    for canonical, native_name, shape, _ in rows:
-        assert tuple(native[native_name].shape) == shape, canonical
-    native_names = {canonical: native_name for canonical, native_name, _, _ in rows}
-    assert native_names["stages.1.blocks.0.bn4.running_var"] == "net/stages_1/blocks_0/bn4/batch_stats/var"
-
-
-@pytest.mark.parametrize("spec", [REGNETX32, BLOCK], ids=["anynet", "block"])
-def test_export_load_export_is_bit_exact(spec):
-    model = backend.build(spec, seed=3)
-    weights = randomize_batchnorm(backend.export_weights(model), seed=4)
-    assert list(weights) == list(schema(spec))
-    backend.load_weights(model, weights)
-    assert_same_bits(backend.export_weights(model), weights)
-
-
-def test_export_and_load_copy_arrays():
-    model = backend.build(SMALL)
-    weights = backend.export_weights(model)
-    before = {key: value.copy() for key, value in weights.items()}
-    weights["stem.conv.weight"][...] = 7.0
-    assert_same_bits(backend.export_weights(model), before)
-    backend.load_weights(model, weights)
-    weights["stem.conv.weight"][...] = 0.0
-    assert np.all(backend.export_weights(model)["stem.conv.weight"] == 7.0)
-
-
-# --- build ---
+def test_native_names_follow_the_books_stages_and_blocks():
+    names = {canonical: native for canonical, native, _, _ in backend.table(REGNETX32).rows(REGNETX32)}
+    assert names["stem.conv.weight"] == "net/stem/conv/params/kernel"
+    assert names["stages.0.blocks.1.conv2.weight"] == "net/stage1/block1/conv2/params/kernel"
+    assert names["stages.1.blocks.0.bn4.running_var"] == "net/stage2/block0/bn4/batch_stats/var"
+    assert names["head.fc.weight"] == "net/head/fc/params/kernel"
 
 
 def test_block_arguments_are_keyword_only():
     with pytest.raises(TypeError):
-        models.ResNeXtBlock(32, 16, 1)
-    block = models.ResNeXtBlock(num_channels=32, group_width=16, bot_mul=1)
+        anynet.ResNeXtBlock(32, 16, 1)
+    block = anynet.ResNeXtBlock(num_channels=32, group_width=16, bot_mul=1)
     assert block.group_width == 16
 
 
@@ -92,7 +66,7 @@ def test_d2l_model_class_has_the_backends_variables():
     import jax
 
     x = np.zeros((1, 8, 8, 1), np.float32)
-    shapes = jax.eval_shape(models.RegNetX32().init, jax.random.PRNGKey(0), x)
+    shapes = jax.eval_shape(anynet.RegNetX32().init, jax.random.PRNGKey(0), x)
     model = backend.build(REGNETX32)
     assert jax.tree_util.tree_map(lambda v: v.shape, shapes) == jax.tree_util.tree_map(np.shape, model.variables)
 
@@ -208,3 +182,73 @@ def test_activations_match_numpy_reference_per_layer():
     # float64 rounding over one conv (16-term sums) and one BN: ~1e-15; 1e-12 is ample.
     assert max_relative_diff(acts["conv1"], conv1) < 1e-12
     assert max_relative_diff(acts["bn1"], bn1) < 1e-12
+
+
+# --- NiN ---
+
+NIN = parity.get_spec("nin")
+D2L_NIN_SUMMARY = [
+    ("Sequential", (1, 54, 54, 96), "blocks.0"),
+    ("MaxPool2D", (1, 26, 26, 96), "pools.0"),
+    ("Sequential", (1, 26, 26, 256), "blocks.1"),
+    ("MaxPool2D", (1, 12, 12, 256), "pools.1"),
+    ("Sequential", (1, 12, 12, 384), "blocks.2"),
+    ("MaxPool2D", (1, 5, 5, 384), "pools.2"),
+    ("Dropout", (1, 5, 5, 384), "dropout"),
+    ("Sequential", (1, 5, 5, 10), "blocks.3"),
+    ("GlobalAvgPool2D", (1, 1, 1, 10), "head"),
+    ("Flatten", (1, 10), "head"),
+]
+
+
+@pytest.fixture(scope="module")
+def nin():
+    return backend.build(NIN, seed=2, dtype="float64")
+
+
+def test_nin_summary_has_d2ls_shapes_in_nhwc_and_the_specs_groups(nin):
+    rows = backend.layer_summary(nin, (1, 224, 224, 1))
+    assert [(row.layer, row.shape, row.group) for row in rows] == D2L_NIN_SUMMARY
+    assert list(dict.fromkeys(row.group for row in rows)) == NIN.summary_groups()
+    assert sum(row.params for row in rows) == parity.count_parameters(NIN)[0] == 1_992_166
+
+
+def test_nin_native_names_are_blocks_and_convs():
+    names = {canonical: native for canonical, native, _, _ in backend.table(NIN).rows(NIN)}
+    assert names["blocks.0.conv1.weight"] == "net/block0/conv1/params/kernel"
+    assert names["blocks.3.conv3.bias"] == "net/block3/conv3/params/bias"
+    assert backend.table(NIN).native_module("pools.2") == "net/pool2"
+    assert backend.table(NIN).native_module("head.pool") == "net/avg_pool"
+
+
+def test_d2l_nin_class_has_the_backends_variables():
+    import jax
+
+    x = np.zeros((1, 224, 224, 1), np.float32)
+    shapes = jax.eval_shape(classic.NiN().init, jax.random.PRNGKey(0), x)
+    model = backend.build(NIN)
+    assert jax.tree_util.tree_map(lambda v: v.shape, shapes) == jax.tree_util.tree_map(np.shape, model.variables)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 224, 224), (2, 1, 67, 75)], ids=["224x224", "67x75"])
+def test_nin_matches_the_numpy_reference_and_activations_are_nchw(nin, shape):
+    x = randn(shape, "float64")
+    weights = backend.export_weights(nin)
+    y = backend.forward(nin, x)
+    # float64 rounding: ~1e-16 per operation, sums of <= 3456 terms (the last block's 3x3x384 conv), 12 convs;
+    # 1e-10 leaves orders of margin and still catches a wrong padding, pool or layout (O(0.1)).
+    assert max_relative_diff(y, reference.forward(NIN, weights, x)) < 1e-10
+    acts = backend.activations(nin, x)
+    assert list(acts) == NIN.activation_points()
+    assert acts["head.pool"].shape == y.shape == (shape[0], NIN.num_classes)
+    assert acts["blocks.0.conv1"].min() < 0 <= acts["blocks.0"].min()
+    np.testing.assert_array_equal(acts["dropout"], acts["pools.2"])
+
+
+def test_nin_train_mode_drops_and_eval_mode_does_not(nin):
+    x = randn((2, 1, 67, 75), "float64")
+    eval_y = backend.forward(nin, x)
+    # Dropout is NiN's only train-mode difference: a fixed key, so train mode is repeatable.
+    np.testing.assert_array_equal(backend.forward(nin, x, train=True), backend.forward(nin, x, train=True))
+    assert max_relative_diff(backend.forward(nin, x, train=True), eval_y) > 1e-3
+    np.testing.assert_array_equal(backend.forward(nin, x), eval_y)

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import assert_same_bits, max_relative_diff
 
 import parity
-from parity import reference
-from parity import specs
+from parity import reference, specs
 from parity.layout import nchw_to_nhwc
 from parity.weights import randomize_batchnorm, schema
+from support import assert_same_bits, max_relative_diff
 
 pytest.importorskip("flax")
 from impl_jax import backend, inception  # noqa: E402
 
 REGNETX32 = parity.get_spec("regnetx32")
 MNIST_NET = parity.get_spec("inception_mnist")
+NIN = parity.get_spec("nin")
 INCEPTION = specs.Inception(in_channels=16, c1=8, c2=(4, 8), c3=(2, 4), c4=4)
 # No conv of this block has out channels == in channels / groups.
 NON_SQUARE_BLOCK = specs.ResNeXtBlock(
@@ -93,7 +93,10 @@ def test_variants_are_the_shared_names_with_descriptions():
 
 
 def test_unknown_variant_raises_naming_the_known_ones():
-    with pytest.raises(ValueError, match="^variant: unknown variant 'keras' of the jax backend; known variants: same_padding, unpermuted_flatten, untransposed_kernel$"):
+    known = "same_padding, unpermuted_flatten, untransposed_kernel"
+    with pytest.raises(
+        ValueError, match=f"^variant: unknown variant 'keras' of the jax backend; known variants: {known}$"
+    ):
         backend.build(REGNETX32, variant="keras")
 
 
@@ -105,12 +108,32 @@ def test_unknown_variant_raises_naming_the_known_ones():
         ("same_padding", IDENTITY_BLOCK, "stride-1 layer symmetrically"),
         ("unpermuted_flatten", REGNETX32, "no dense layer follows a flatten"),
         ("untransposed_kernel", NON_SQUARE_BLOCK, "out channels == in channels / groups"),
+        ("same_padding", NIN, "stride-1 layer symmetrically"),
+        ("unpermuted_flatten", NIN, "no dense layer follows a flatten"),
     ],
-    ids=["same-mnist-net", "same-inception-block", "same-stride1-block", "flatten-no-flatten", "kernel-no-square-conv"],
+    ids=[
+        "same-mnist-net",
+        "same-inception-block",
+        "same-stride1-block",
+        "flatten-no-flatten",
+        "kernel-no-square-conv",
+        "same-nin",
+        "flatten-nin",
+    ],
 )
 def test_variant_that_changes_nothing_raises(variant, spec, why):
     with pytest.raises(ValueError, match=rf"^variant: '{variant}' does not apply to {spec.name}: .*{why}"):
         backend.build(spec, variant=variant)
+
+
+def test_variants_switch_on_through_pitfalls_and_only_same_padding_changes_the_network():
+    """The weight-mapping pitfalls build the faithful linen module, so they share its compiled functions."""
+    for variant in backend.VARIANTS:
+        spec = {"unpermuted_flatten": MNIST_NET}.get(variant, REGNETX32)
+        model = backend.build(spec, variant=variant)
+        assert model.pitfalls == frozenset({variant})
+        assert model.network_pitfalls == (frozenset({variant}) & {"same_padding"})
+    assert backend.build(REGNETX32).pitfalls == frozenset()
 
 
 # --- same_padding ---
@@ -149,7 +172,7 @@ def test_same_padding_keeps_the_printed_summary_and_the_structure(regnet, regnet
     # It starts from the faithful model's variables for the seed: they have exactly its own module's tree.
     x = np.zeros((1, 8, 8, 1))
     own = jax.eval_shape(
-        backend._module(REGNETX32, "float64", training=False, same_padding=True).init, jax.random.PRNGKey(0), x
+        backend._module(REGNETX32, "float64", False, frozenset({"same_padding"})).init, jax.random.PRNGKey(0), x
     )
     assert jax.tree_util.tree_map(lambda v: v.shape, own) == jax.tree_util.tree_map(np.shape, model.variables)
     assert_same_bits(
@@ -166,14 +189,14 @@ def test_same_padding_googlenet_pads_every_padded_conv_and_pool_with_same():
     and every max-pool, use Flax's 'SAME'; unpadded convs stay unpadded."""
     spec = parity.get_spec("googlenet")
     faithful = inception.GoogLeNet(spec).bind({})
-    naive = inception.GoogLeNet(spec, same_padding=True).bind({})
+    naive = inception.GoogLeNet(spec, pitfalls=frozenset({"same_padding"})).bind({})
     for layer in spec.layers():
         if isinstance(layer, specs.Conv):
-            path = backend.TABLE.native_module(layer.path)
+            path = backend.table(spec).native_module(layer.path)
             p = layer.padding
             assert backend._submodule(faithful, path).padding == ((p, p), (p, p)), layer.path
             assert backend._submodule(naive, path).padding == ("SAME" if p else ((0, 0), (0, 0))), layer.path
-    pools = ["net/b1/pool", "net/b2/pool", "net/b3/pool", "net/b4/pool", "net/b3/inception_0/b4_1"]
+    pools = ["net/b1/pool", "net/b2/pool", "net/b3/pool", "net/b4/pool", "net/b3/inception0/p4_1"]
     assert {backend._submodule(naive, path).padding for path in pools} == {"SAME"}
     assert {backend._submodule(faithful, path).padding for path in pools} == {1}
 
@@ -198,7 +221,7 @@ def test_untransposed_kernel_loads_and_diverges_at_the_first_square_conv(regnet,
 def test_untransposed_kernel_swaps_exactly_the_square_kernels_and_round_trips(regnet, regnet_weights):
     model = built(REGNETX32, regnet_weights, "untransposed_kernel")
     faithful, naive = backend._tensors(regnet.variables), backend._tensors(model.variables)
-    params = {backend.TABLE.native_name(p): p for p in schema(REGNETX32).values()}
+    params = {backend.table(REGNETX32).native_name(p): p for p in schema(REGNETX32).values()}
     for name, param in params.items():
         if param.role == "conv.weight" and param.shape[0] == param.shape[1]:
             np.testing.assert_array_equal(naive[name], np.swapaxes(faithful[name], 2, 3))

@@ -32,7 +32,6 @@ def test_flatten_permutation_maps_nchw_flatten_order_to_nhwc():
     assert np.allclose(x.reshape(2, -1) @ w.T, layout.nchw_to_nhwc(x).reshape(2, -1) @ w[:, p].T, rtol=1e-13, atol=0)
 
 
-
 # Shapes where the transposed view is itself contiguous, so a view would slip through.
 @pytest.mark.parametrize(
     "transform, arg",

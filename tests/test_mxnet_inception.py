@@ -1,28 +1,30 @@
 """Unit tests of the Gluon Inception block, GoogLeNet, InceptionA and the tutorials' InceptionNet:
-d2l's layer summary, the name table and weights round trip, the pooling paddings, and the activation
+d2l's layer summary, the book's native names, the pooling paddings, and the activation
 points, checked in float64 at every point against ``parity.reference``'s numpy layers."""
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
 import pytest
-from support import assert_same_bits, max_relative_diff, randn
 
 import parity
 from parity import reference
 from parity.specs import Inception, InceptionA
+from parity.specs.graph import join
 from parity.weights import cast, count_parameters, schema
+from support import max_relative_diff, randn
 
 pytest.importorskip("impl_mxnet.backend")
+import impl_mxnet  # noqa: E402
 from impl_mxnet import backend  # noqa: E402
 
 GOOGLENET = parity.get_spec("googlenet")
 MNIST_NET = parity.get_spec("inception_mnist")
 BLOCK = Inception(in_channels=12, c1=4, c2=(6, 8), c3=(2, 4), c4=4)
 BLOCK_A = InceptionA(in_channels=6)
-SPECS = [GOOGLENET, MNIST_NET, BLOCK, BLOCK_A]
 SPEC_IDS = ["googlenet", "inception_mnist", "inception", "inception_a"]
 D2L_SUMMARY = [
     "Sequential output shape:\t (1, 64, 24, 24)",
@@ -83,58 +85,32 @@ def test_block_summary_is_one_row(spec, layer):
     assert row.params == count_parameters(spec)[0]
 
 
-# --- the name table and weights I/O ---
+# --- native names ---
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
-def test_table_names_every_tensor_of_the_model_with_its_shape(spec):
-    params = backend.build(spec).collect_params()
-    native = {key: param.data().shape for key, param in params.items()}  # data(): nothing left deferred
-    assert {name: shape for _, name, shape, _ in backend.TABLE.rows(spec)} == native
-
-
-def test_table_rows_read_like_the_canonical_names():
-    rows = {canonical: native for canonical, native, _, _ in backend.TABLE.rows(GOOGLENET)}
+def test_native_names_are_the_books_branches_in_inception_blocks():
+    rows = {canonical: native for canonical, native, _, _ in backend.table(GOOGLENET).rows(GOOGLENET)}
     assert rows["b1.conv.weight"] == "b1_conv_weight"
-    assert rows["b3.0.b2_2.weight"] == "b3_0_b2_2_weight"
+    assert rows["b3.0.b2_2.weight"] == "b3_inception0_p2_2_weight"
+    assert rows["b4.4.b4_2.bias"] == "b4_inception4_p4_2_bias"
     assert rows["head.fc.bias"] == "head_fc_bias"
-    rows = {canonical: native for canonical, native, _, _ in backend.TABLE.rows(MNIST_NET)}
+    rows = {canonical: native for canonical, native, _, _ in backend.table(BLOCK).rows(BLOCK)}
+    assert [rows[f"{branch}.weight"] for branch in ("b1_1", "b2_1", "b2_2", "b3_1", "b3_2", "b4_2")] == [
+        f"{branch}_weight" for branch in ("p1_1", "p2_1", "p2_2", "p3_1", "p3_2", "p4_2")
+    ]
+    rows = {canonical: native for canonical, native, _, _ in backend.table(MNIST_NET).rows(MNIST_NET)}
     assert rows["incep2.branch_pool.weight"] == "incep2_branch_pool_weight"
     assert rows["fc.weight"] == "fc_weight"
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_export_load_export_is_bit_exact(spec, dtype):
-    source = backend.build(spec, seed=1, dtype=dtype)
-    weights = backend.export_weights(source)
-    assert list(weights) == list(schema(spec))
-    destination = backend.build(spec, seed=2, dtype=dtype)
-    backend.load_weights(destination, weights)
-    assert_same_bits(backend.export_weights(destination), weights)
-    x = input_for(spec, dtype)
-    assert np.array_equal(backend.forward(destination, x), backend.forward(source, x))
-
-
-def test_bad_weights_raise_naming_the_key_and_change_nothing():
-    model = backend.build(MNIST_NET)
-    before = backend.export_weights(model)
-    weights = backend.export_weights(backend.build(MNIST_NET, seed=1))
-    weights["fc.weight"] = weights["fc.weight"][:, :1400]
-    with pytest.raises(parity.WeightsError, match=r"fc\.weight"):
-        backend.load_weights(model, weights)
-    assert_same_bits(backend.export_weights(model), before)
-
-
-def test_build_is_deterministic_per_seed_and_differs_across_seeds():
-    a, b, c = (backend.export_weights(backend.build(MNIST_NET, seed=s)) for s in (3, 3, 4))
-    assert_same_bits(a, b)
-    assert not np.array_equal(a["incep1.branch3x3_2.weight"], c["incep1.branch3x3_2.weight"])
-
-
-def test_inputs_with_wrong_channels_raise_input_error():
-    with pytest.raises(parity.InputError, match="1 input channels"):
-        backend.forward(backend.build(MNIST_NET), np.zeros((1, 3, 28, 28), np.float32))
+def test_inception_blocks_are_the_books_attributes():
+    net = backend.build(GOOGLENET)
+    block = net.net[2][0]
+    assert isinstance(block, impl_mxnet.Inception) and block.name == "b3_inception0"
+    assert [child.name for child in block._children.values()] == [
+        f"b3_inception0_{branch}" for branch in ("p1_1", "p2_1", "p2_2", "p3_1", "p3_2", "p4_1", "p4_2")
+    ]
+    assert block.p4_1 is block._children["p4_1"]
 
 
 # --- pooling paddings ---
@@ -166,7 +142,7 @@ def test_average_pool_counts_the_padded_zeros(dtype):
 def numpy_inception(w, x, prefix=""):
     """Every activation point of d2l's Inception block (conv points before their ReLU)."""
     acts = {}
-    p = lambda name: f"{prefix}.{name}" if prefix else name  # noqa: E731
+    p = functools.partial(join, prefix)
 
     def conv(name, x, padding=0):
         acts[p(name)] = reference.conv2d(x, w[f"{p(name)}.weight"], w.get(f"{p(name)}.bias"), 1, padding, 1)
@@ -184,7 +160,7 @@ def numpy_inception(w, x, prefix=""):
 def numpy_inception_a(w, x, prefix=""):
     """Every activation point of the tutorials' InceptionA block (no ReLUs)."""
     acts = {}
-    p = lambda name: f"{prefix}.{name}" if prefix else name  # noqa: E731
+    p = functools.partial(join, prefix)
 
     def conv(name, x, padding=0):
         acts[p(name)] = reference.conv2d(x, w[f"{p(name)}.weight"], w[f"{p(name)}.bias"], 1, padding, 1)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import randn
 
 import parity
 from parity.specs import AnyNet, Stage, block_path
 from parity.weights import count_parameters, randomize_batchnorm, schema
+from support import randn
 
 pytest.importorskip("impl_mxnet.backend")
+from impl_mxnet import AnyNet as AnyNetModel  # noqa: E402
 from impl_mxnet import backend  # noqa: E402
 
 SPEC = parity.get_spec("regnetx32")
@@ -151,6 +152,16 @@ def test_the_variant_is_a_runnable_model_whose_own_weights_round_trip(bugged):
     assert np.array_equal(acts["head.fc"], backend.forward(other, x))
 
 
+def test_the_variant_is_anynet_built_with_the_pitfall():
+    direct = AnyNetModel(SPEC, pitfalls=frozenset({VARIANT}), prefix="")
+    direct.initialize()
+    bugged = backend.build(SPEC, variant=VARIANT)
+    assert {key: param.data().shape for key, param in direct.collect_params().items()} == {
+        key: param.shape for key, param in bugged.collect_params().items()
+    }
+    assert backend.table(SPEC, VARIANT) is backend.table(SPEC) is backend.ANYNET_TABLE
+
+
 def test_float64_variant_computes_in_float64():
     model = backend.build(SPEC, dtype="float64", variant=VARIANT)
     assert backend.forward(model, randn((1, 1, 11, 13), "float64")).dtype == np.float64
@@ -185,7 +196,7 @@ def test_variants_are_named_and_described():
     assert "ResNeXtBlock(num_channels, num_channels, groups, bot_mul)" in backend.VARIANTS[VARIANT]
 
 
-@pytest.mark.parametrize("name", ["regnetx32", "googlenet", "inception_mnist"])
+@pytest.mark.parametrize("name", ["regnetx32", "googlenet", "inception_mnist", "nin"])
 def test_faithful_structure_is_the_specs(name):
     spec = parity.get_spec(name)
     assert backend.structure(backend.build(spec)) == spec_structure(spec)

@@ -23,14 +23,18 @@ def conv2d_per_pixel(x, w, b, stride, padding, groups):
     return y
 
 
-@pytest.mark.parametrize("stride, padding, groups, kernel", [(1, 1, 1, 3), (2, 1, 2, 3), (2, 0, 1, 1), (1, 1, 4, 3), (2, 1, 4, 3)])
+@pytest.mark.parametrize(
+    "stride, padding, groups, kernel", [(1, 1, 1, 3), (2, 1, 2, 3), (2, 0, 1, 1), (1, 1, 4, 3), (2, 1, 4, 3)]
+)
 def test_grouped_conv_equals_per_pixel_sum(stride, padding, groups, kernel):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 8, 7, 6))
     w = rng.standard_normal((12, 8 // groups, kernel, kernel))
     b = rng.standard_normal(12)
     # float64 sums of at most 72 products of O(1) terms, in two orders: ~1e-14 apart
-    assert np.allclose(conv2d(x, w, b, stride, padding, groups), conv2d_per_pixel(x, w, b, stride, padding, groups), rtol=0, atol=1e-12)
+    assert np.allclose(
+        conv2d(x, w, b, stride, padding, groups), conv2d_per_pixel(x, w, b, stride, padding, groups), rtol=0, atol=1e-12
+    )
 
 
 def test_conv_rejects_a_kernel_that_does_not_fit_the_groups():

@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from parity.specs import regnet_family as family
 from parity import torchvision_io as tvio
 from parity.specs import SPECS, get_spec
-from parity.weights import WeightsError, count_parameters, schema
+from parity.specs import regnet_family as family
+from parity.weights import WeightsError, WeightsFileError, count_parameters, schema
 
 # The paper's RegNetX models as pycls builds them (Radosavovic et al. 2020, appendix; pycls
 # configs/dds_baselines/regnetx; Keras' RegNetX*): (depths, widths, group width).
@@ -98,7 +98,10 @@ def test_pycls_specs_have_their_own_name():
     "call, message",
     [
         (lambda: family.regnetx("300mf"), "unknown RegNetX size '300mf'; known sizes: 200mf, 400mf"),
-        (lambda: family.regnetx("400mf", rounding="keras"), "rounding: expected one of torchvision, pycls, got 'keras'"),
+        (
+            lambda: family.regnetx("400mf", rounding="keras"),
+            "rounding: expected one of torchvision, pycls, got 'keras'",
+        ),
         (lambda: tvio.spec_for("regnet_y_400mf"), "unknown torchvision model 'regnet_y_400mf'; known: regnet_x_200mf"),
         (lambda: tvio.model_for(get_spec("regnetx32")), "regnetx32 is not a torchvision RegNetX"),
     ],
@@ -114,7 +117,9 @@ def test_importing_the_family_and_torchvision_io_imports_no_framework():
         "import sys, parity, parity.specs.regnet_family, parity.torchvision_io; "
         "print(sorted(m for m in ('torch', 'torchvision', 'jax', 'tensorflow', 'mxnet') if m in sys.modules))"
     )
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
 
 
 # ---- torchvision's names ----
@@ -123,7 +128,9 @@ SPEC_400MF = tvio.spec_for("regnet_x_400mf")
 
 
 def numpy_state_dict(spec):
-    return {key: np.zeros(shape, np.float32 if shape else np.int64) for key, shape in tvio.expected_shapes(spec).items()}
+    return {
+        key: np.zeros(shape, np.float32 if shape else np.int64) for key, shape in tvio.expected_shapes(spec).items()
+    }
 
 
 def test_name_table_maps_every_canonical_tensor_to_torchvisions_key():
@@ -141,7 +148,12 @@ def test_name_table_maps_every_canonical_tensor_to_torchvisions_key():
 
 def test_expected_shapes_include_the_batchnorm_counters():
     shapes = tvio.expected_shapes(SPEC_400MF)
-    assert shapes["stem.1.num_batches_tracked"] == () and shapes["trunk_output.block4.block4-0.f.b.0.weight"] == (400, 16, 3, 3)
+    assert shapes["stem.1.num_batches_tracked"] == () and shapes["trunk_output.block4.block4-0.f.b.0.weight"] == (
+        400,
+        16,
+        3,
+        3,
+    )
     assert sum(k.endswith("num_batches_tracked") for k in shapes) == sum(k.endswith("running_var") for k in shapes)
 
 
@@ -184,5 +196,5 @@ def test_only_safetensors_and_pth_files_are_read(path):
 def test_a_file_that_is_not_safetensors_is_a_weights_error(tmp_path):
     path = tmp_path / "broken.safetensors"
     path.write_bytes(b"not a safetensors file")
-    with pytest.raises(WeightsError, match="not a safetensors file"):
+    with pytest.raises(WeightsFileError, match=r"broken\.safetensors: not a valid safetensors file"):
         tvio.read_state_dict(path)

@@ -1,6 +1,6 @@
 import pytest
 
-from parity.specs import AnyNet, Conv, ResNeXtBlock, Stage, get_spec
+from parity.specs import AnyNet, Conv, ResNeXtBlock, Stage, get_spec, spatial_size_problem
 
 
 def test_regnetx32_is_d2ls():
@@ -55,8 +55,42 @@ def test_unknown_model_names_the_known_ones():
 def test_activation_points_follow_execution_order():
     points = get_spec("regnetx32").activation_points()
     assert points[:3] == ["stem.conv", "stem.bn", "stem"]
-    assert points[3:12] == [f"stages.0.blocks.0.{n}" for n in ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "conv4", "bn4")] + [
-        "stages.0.blocks.0"
-    ]
+    assert points[3:12] == [
+        f"stages.0.blocks.0.{n}" for n in ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "conv4", "bn4")
+    ] + ["stages.0.blocks.0"]
     assert points[-2:] == ["head.pool", "head.fc"]
     assert ResNeXtBlock(in_channels=8, num_channels=8, group_width=8, bot_mul=1).activation_points()[-1] == "output"
+
+
+def test_nin_is_d2ls():
+    """d2l's nin_block(out, k, s, p): a k x k conv, then two 1x1 convs; four blocks, three max-pools."""
+    spec = get_spec("nin")
+    convs = [(c.path, c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding) for c in spec.layers()]
+    firsts = [(96, 11, 4, 0), (256, 5, 1, 2), (384, 3, 1, 1), (10, 3, 1, 1)]
+    expected, channels = [], 1
+    for i, (out, kernel, stride, padding) in enumerate(firsts):
+        expected.append((f"blocks.{i}.conv1", channels, out, kernel, stride, padding))
+        expected += [(f"blocks.{i}.conv{j}", out, out, 1, 1, 0) for j in (2, 3)]
+        channels = out
+    assert convs == expected
+    groups = ["blocks.0", "pools.0", "blocks.1", "pools.1", "blocks.2", "pools.2", "dropout", "blocks.3", "head"]
+    assert spec.summary_groups() == groups
+    assert spec.activation_points()[:5] == ["blocks.0.conv1", "blocks.0.conv2", "blocks.0.conv3", "blocks.0", "pools.0"]
+    assert spec.activation_points()[-7:] == [
+        "pools.2",
+        "dropout",
+        *(f"blocks.3.conv{j}" for j in (1, 2, 3)),
+        "blocks.3",
+        "head.pool",
+    ]
+
+
+def test_nin_takes_67x67_and_larger():
+    """The third 3x3 max-pool needs a 3x3 map: 67 is the smallest side (d2l trains at 224)."""
+    spec = get_spec("nin")
+    assert spec.output_shape((1, 1, 224, 224)) == (1, 10) and spec.output_shape((2, 1, 67, 71)) == (2, 10)
+    assert spatial_size_problem(spec, 67, 67) is None
+    assert (
+        spatial_size_problem(spec, 66, 67)
+        == "nin cannot take 66x67 inputs (pools.2: a 2x3 input is smaller than its 3x3 window)"
+    )

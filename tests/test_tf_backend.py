@@ -1,6 +1,6 @@
-"""Unit tests of the Keras 3 (TensorFlow) backend: weights I/O, errors, determinism, dtypes,
-modes, summaries, and the Keras pitfalls it avoids ('same' padding, default BatchNorm
-settings, float32 Sequential containers, grouped convolutions through XLA).
+"""Unit tests of the Keras 3 (TensorFlow) backend on d2l's AnyNet, ResNeXt block and NiN: native
+names, dtypes, modes, summaries, and the Keras pitfalls it avoids ('same' padding, default
+BatchNorm settings, float32 Sequential containers, grouped convolutions through XLA).
 
 Eval-mode outputs are checked against ``parity.reference`` (numpy, from the spec and the
 canonical weights only), so the Keras model is proven to compute the spec's function.
@@ -14,20 +14,21 @@ import sys
 
 import numpy as np
 import pytest
-from support import max_relative_diff, randn
 
 import parity
 from parity import reference
-from parity.specs import AnyNet, ResNeXtBlock, Stage
-from parity.weights import cast, randomize_batchnorm
+from parity.specs import AnyNet, NiN, ResNeXtBlock, Stage
+from parity.weights import cast, randomize_batchnorm, randomize_biases
+from support import max_relative_diff, randn
 
 pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 import impl_tf  # noqa: E402
-from impl_tf import backend, models  # noqa: E402
+from impl_tf import anynet, backend, classic  # noqa: E402
 
 REGNETX32 = parity.get_spec("regnetx32")
+NIN = NiN()
 # Small and quick to build: three input channels, two stages, a bottleneck, 2 and 3 groups.
 SMALL = AnyNet(
     name="small_anynet",
@@ -45,6 +46,21 @@ D2L_SUMMARY = [
     "Sequential output shape:\t (1, 24, 24, 32)",
     "Sequential output shape:\t (1, 12, 12, 80)",
     "Sequential output shape:\t (1, 10)",
+]
+
+
+# d2l's NiN summary, TensorFlow tab, for a (1, 224, 224, 1) input.
+NIN_SUMMARY = [
+    ("Sequential", (1, 54, 54, 96), "blocks.0"),
+    ("MaxPooling2D", (1, 26, 26, 96), "pools.0"),
+    ("Sequential", (1, 26, 26, 256), "blocks.1"),
+    ("MaxPooling2D", (1, 12, 12, 256), "pools.1"),
+    ("Sequential", (1, 12, 12, 384), "blocks.2"),
+    ("MaxPooling2D", (1, 5, 5, 384), "pools.2"),
+    ("Dropout", (1, 5, 5, 384), "dropout"),
+    ("Sequential", (1, 5, 5, 10), "blocks.3"),
+    ("GlobalAveragePooling2D", (1, 10), "head"),
+    ("Flatten", (1, 10), "head"),
 ]
 
 
@@ -69,23 +85,24 @@ def small_weights() -> dict[str, np.ndarray]:
 # --- the name table and weight transfer ---
 
 
-@pytest.mark.parametrize("spec", [REGNETX32, *BLOCKS.values()], ids=["regnetx32", *BLOCKS])
-def test_table_names_exactly_the_model_variables(spec):
-    model = backend.build(spec)
-    native = {name: shape for _, name, shape, _ in backend.TABLE.rows(spec)}
-    prefix = f"{model.name}/"
-    variables = {v.path.removeprefix(prefix): tuple(v.shape) for v in model.variables}
-    assert native == variables
-
-
 def test_table_maps_canonical_paths_to_keras_paths():
-    rows = {canonical: (native, transform) for canonical, native, _, transform in backend.TABLE.rows(REGNETX32)}
+    rows = {
+        canonical: (native, transform) for canonical, native, _, transform in backend.table(REGNETX32).rows(REGNETX32)
+    }
     assert rows["stem.conv.weight"] == ("net/stem/conv/kernel", "OIHW->HWIO")
-    assert rows["stages.1.blocks.0.conv2.weight"] == ("net/stage1/block0/conv2/kernel", "OIHW->HWIO")
-    assert rows["stages.1.blocks.5.bn3.running_var"] == ("net/stage1/block5/bn3/moving_variance", "identity")
+    # Stages are named from 1, as d2l's f'stage{i+1}'; blocks from 0.
+    assert rows["stages.1.blocks.0.conv2.weight"] == ("net/stage2/block0/conv2/kernel", "OIHW->HWIO")
+    assert rows["stages.1.blocks.5.bn3.running_var"] == ("net/stage2/block5/bn3/moving_variance", "identity")
     assert rows["head.fc.weight"] == ("net/head/fc/kernel", "(out,in)->(in,out)")
-    block = {canonical: native for canonical, native, _, _ in backend.TABLE.rows(BLOCKS["projection"])}
+    block = {
+        canonical: native for canonical, native, _, _ in backend.table(BLOCKS["projection"]).rows(BLOCKS["projection"])
+    }
     assert block["bn4.weight"] == "bn4/gamma"
+    nin = {canonical: native for canonical, native, _, _ in backend.table(NIN).rows(NIN)}
+    assert (
+        nin["blocks.0.conv1.weight"] == "net/block0/conv1/kernel"
+        and nin["blocks.3.conv3.bias"] == "net/block3/conv3/bias"
+    )
 
 
 # --- build ---
@@ -102,19 +119,25 @@ def test_build_holds_spec_and_dtype_and_every_layer_computes_in_it():
 
 
 def test_d2l_model_class_builds_the_named_spec():
-    model = models.RegNetX32(dtype="float64")
+    model = anynet.RegNetX32(dtype="float64")
     model.build((None, None, None, 1))
     assert model.spec == REGNETX32
-    assert [layer.name for layer in model.net.layers] == ["stem", "stage0", "stage1", "head"]
+    assert [layer.name for layer in model.net.layers] == ["stem", "stage1", "stage2", "head"]
     assert [type(layer).__name__ for layer in model.net.layers[-1].layers] == ["GlobalAveragePooling2D", "Dense"]
     assert len(model.variables) == len(parity.schema(REGNETX32))
+
+
+def test_regnetx32_takes_a_class_count():
+    model = anynet.RegNetX32(num_classes=7)
+    model.build((None, None, None, 1))
+    assert model.spec.num_classes == 7 and model.net.get_layer("head").get_layer("fc").units == 7
 
 
 def test_block_uses_spec_groups_bias_padding_and_batchnorm_settings():
     spec = BLOCKS["identity"]
     model = backend.build(spec)
-    assert isinstance(model.conv2, models.GroupedConv2D) and model.conv2.groups == spec.groups == 3
-    assert model.pad2.padding == ((1, 1), (1, 1)) and model.conv2.padding == "valid"
+    assert isinstance(model.conv2, anynet.GroupedConv2D) and model.conv2.groups == spec.groups == 3
+    assert model.conv2_pad.padding == ((1, 1), (1, 1)) and model.conv2.padding == "valid"
     assert not model.conv1.use_bias and model.conv4 is None
     # Keras' momentum is the weight of the old statistic: 1 - PyTorch's 0.1.
     assert all(bn.epsilon == 1e-3 and bn.momentum == pytest.approx(0.9) for bn in (model.bn1, model.bn2, model.bn3))
@@ -133,7 +156,7 @@ def test_no_layer_uses_same_padding_or_keras_batchnorm_defaults():
 
 def test_grouped_conv_equals_keras_grouped_conv2d():
     x = randn((2, 9, 11, 12), "float64")
-    grouped = models.GroupedConv2D(6, 3, strides=2, groups=3, dtype="float64")
+    grouped = anynet.GroupedConv2D(6, 3, strides=2, groups=3, dtype="float64")
     grouped.build(x.shape)
     plain = keras.layers.Conv2D(6, 3, strides=2, groups=3, dtype="float64")
     plain.build(x.shape)
@@ -298,3 +321,59 @@ def test_impl_tf_refuses_keras_imported_with_another_backend(monkeypatch):
     monkeypatch.setitem(sys.modules, "keras", OtherKeras)
     with pytest.raises(ImportError, match="'jax' backend"):
         impl_tf._require_tensorflow_keras()
+
+
+# --- NiN ---
+
+
+def test_nin_summary_reproduces_the_d2l_book():
+    rows = backend.layer_summary(backend.build(NIN), (1, 224, 224, 1))
+    assert [(row.layer, row.shape, row.group) for row in rows] == NIN_SUMMARY
+    assert list(dict.fromkeys(row.group for row in rows)) == NIN.summary_groups()
+    assert rows[0].d2l_line() == "Sequential output shape:\t (1, 54, 54, 96)"
+    assert sum(row.params for row in rows) == parity.count_parameters(NIN)[0] == 1_992_166
+
+
+def test_nin_is_d2l_shaped_with_explicit_symmetric_padding():
+    model = backend.build(NIN)
+    assert isinstance(model, classic.NiN) and model.spec == NIN
+    names = ["block0", "pool0", "block1", "pool1", "block2", "pool2", "dropout", "block3", "avg_pool", "flatten"]
+    assert [layer.name for layer in model.net.layers] == names
+    block1 = model.net.get_layer("block1")
+    assert [layer.name for layer in block1.layers] == [
+        "conv1_pad",
+        "conv1",
+        "relu1",
+        "conv2",
+        "relu2",
+        "conv3",
+        "relu3",
+    ]
+    assert block1.get_layer("conv1_pad").padding == ((2, 2), (2, 2))
+    assert "conv1_pad" not in [layer.name for layer in model.net.get_layer("block0").layers]  # padding 0
+    convs = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 12 and {conv.padding for conv in convs} == {"valid"}
+    assert model.net.get_layer("dropout").rate == NIN.dropout
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 224, 224), (2, 1, 67, 75)], ids=["224", "odd"])
+def test_nin_matches_numpy_reference(shape):
+    model = backend.build(NIN, dtype="float64")
+    backend.load_weights(model, randomize_biases(backend.export_weights(model), seed=1))
+    x = randn(shape, "float64")
+    acts = backend.activations(model, x)
+    assert list(acts) == NIN.activation_points() and acts["head.pool"].shape == (2, 10)
+    expected = reference.forward(NIN, backend.export_weights(model), x)
+    # float64 rounds ~1e-16 per operation; 12 convs with fan-in <= 3456 stay far below 1e-12,
+    # which catches any real difference (a one-sided pad or a misplaced ReLU moves logits by > 1e-3).
+    assert max_relative_diff(backend.forward(model, x), expected) < 1e-12
+    assert max_relative_diff(acts["head.pool"], expected) < 1e-12
+
+
+def test_nin_train_forward_drops_and_changes_nothing():
+    """Train mode makes the dropout drop (no parity check runs NiN in train mode); the model is unchanged."""
+    model = backend.build(NIN)
+    before = state(model)
+    x = randn((2, 1, 67, 75))
+    assert not np.array_equal(backend.forward(model, x, train=True), backend.forward(model, x))
+    assert state(model) == before

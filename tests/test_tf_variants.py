@@ -13,12 +13,12 @@ import functools
 
 import numpy as np
 import pytest
-from support import assert_same_bits
 
 import parity
 from parity.layout import flatten_permutation, oihw_to_hwio, transpose_2d
-from parity.specs import Conv, GoogLeNet, Inception, InceptionA, ResNeXtBlock
+from parity.specs import Conv, GoogLeNet, Inception, InceptionA, NiN, ResNeXtBlock
 from parity.weights import randomize_batchnorm, randomize_biases, schema
+from support import assert_same_bits
 
 pytest.importorskip("tensorflow")
 import keras  # noqa: E402
@@ -28,6 +28,7 @@ from impl_tf import backend  # noqa: E402
 REGNETX32 = parity.get_spec("regnetx32")
 INCEPTION_NET = parity.get_spec("inception_mnist")
 GOOGLENET = GoogLeNet()
+NIN = NiN()
 STRIDED_BLOCK = ResNeXtBlock(in_channels=16, num_channels=24, group_width=4, bot_mul=0.5, use_1x1conv=True, stride=2)
 IDENTITY_BLOCK = ResNeXtBlock(in_channels=24, num_channels=24, group_width=8, bot_mul=1, bn_eps=1e-3)
 # No convolution with in/groups == out channels, so no kernel fits the untransposed copy.
@@ -112,12 +113,13 @@ def test_an_unknown_variant_is_refused_naming_the_known_ones():
     [
         (INCEPTION_NET, "same_padding", "stride 1"),
         (INCEPTION, "same_padding", "stride 1"),
+        (NIN, "same_padding", "stride 1"),
         (IDENTITY_BLOCK, "same_padding", "stride 1"),
         (GOOGLENET, "keras_bn_epsilon", "no BatchNorm"),
         (INCEPTION_NET, "keras_bn_epsilon", "no BatchNorm"),
         (IDENTITY_BLOCK, "keras_bn_epsilon", "already"),
-        (REGNETX32, "avgpool_excludes_padding", "no InceptionA"),
-        (GOOGLENET, "avgpool_excludes_padding", "no InceptionA"),
+        (REGNETX32, "avgpool_excludes_padding", "no padded average pool"),
+        (GOOGLENET, "avgpool_excludes_padding", "no padded average pool"),
         (REGNETX32, "unpermuted_flatten", "flatten"),
         (INCEPTION_A, "unpermuted_flatten", "flatten"),
         (INCEPTION, "untransposed_kernel", "I/groups == O"),
@@ -133,9 +135,9 @@ def test_a_variant_that_does_not_apply_is_refused_saying_why(spec, variant, why)
 
 def test_the_default_is_the_faithful_model():
     model = backend.build(STRIDED_BLOCK, seed=4, variant=None)
-    assert model.variant is None
+    assert model.pitfalls == frozenset()
     assert_same_bits(backend.export_weights(model), backend.export_weights(backend.build(STRIDED_BLOCK, seed=4)))
-    assert backend.table(REGNETX32) is backend.table(REGNETX32, None) is backend.TABLE
+    assert backend.table(REGNETX32) is backend.table(REGNETX32, None) is backend.ANYNET_TABLE
 
 
 # --- every variant is a runnable model that diverges where its pitfall is ---
@@ -146,7 +148,7 @@ def test_variant_runs_round_trips_and_diverges_first_at_its_pitfall(name, varian
     spec = SPECS[name]
     model, x, expected = faithful[name]
     naive = loaded(spec, variant)
-    assert naive.variant == variant
+    assert naive.pitfalls == {variant}
     assert_same_bits(backend.export_weights(naive), canonical_weights(spec))
     points = backend.activations(naive, x)
     assert list(points) == spec.activation_points()
@@ -167,8 +169,8 @@ def test_same_padding_pads_like_d2l_and_hides_on_odd_sizes():
     size gets the spec's symmetric padding, and the naive block computes the same function."""
     model = loaded(STRIDED_BLOCK)
     naive = loaded(STRIDED_BLOCK, "same_padding")
-    assert naive.conv2.padding == "same" and isinstance(naive.pad2, keras.layers.Identity)
-    assert model.conv2.padding == "valid" and isinstance(model.pad2, keras.layers.ZeroPadding2D)
+    assert naive.conv2.padding == "same" and isinstance(naive.conv2_pad, keras.layers.Identity)
+    assert model.conv2.padding == "valid" and isinstance(model.conv2_pad, keras.layers.ZeroPadding2D)
     odd, even = randn((2, 16, 9, 11)), randn((2, 16, 8, 10))
     # float64 rounding only: the same sums in the same order, whichever layer pads.
     assert np.abs(backend.forward(naive, odd) - backend.forward(model, odd)).max() < ROUNDING
@@ -178,9 +180,9 @@ def test_same_padding_pads_like_d2l_and_hides_on_odd_sizes():
 def test_same_padding_googlenet_uses_keras_same_convs_and_pools():
     naive = backend.build(GOOGLENET, variant="same_padding")
     b1 = {layer.name: layer for layer in naive.net.layers[0].layers}
-    assert b1["conv"].padding == "same" and isinstance(b1["pad"], keras.layers.Identity)
+    assert b1["conv"].padding == "same" and isinstance(b1["conv_pad"], keras.layers.Identity)
     assert isinstance(b1["pool"], keras.layers.MaxPooling2D) and b1["pool"].padding == "same"
-    assert naive.net.layers[2].layers[0].b4_1.padding == "same"
+    assert naive.net.layers[2].layers[0].p4_1.padding == "same"
 
 
 def test_keras_bn_epsilon_leaves_every_batchnorm_at_keras_default():
@@ -219,7 +221,7 @@ def test_unpermuted_flatten_copies_the_dense_weight_in_nchw_order():
 def test_untransposed_kernel_swaps_in_and_out_only_where_the_shape_allows():
     weights = canonical_weights(REGNETX32)
     naive = loaded(REGNETX32, "untransposed_kernel")
-    block = naive.net.get_layer("stage0").get_layer("block0")
+    block = naive.net.get_layer("stage1").get_layer("block0")
     square = weights["stages.0.blocks.0.conv1.weight"]  # (32, 32, 1, 1)
     grouped = weights["stages.0.blocks.0.conv2.weight"]  # (32, 16, 3, 3): 2 groups, I/g != O
     assert np.array_equal(block.conv1.kernel.numpy(), square.transpose(2, 3, 0, 1))
@@ -236,7 +238,7 @@ def test_untransposed_kernel_swaps_in_and_out_only_where_the_shape_allows():
 
 @pytest.mark.parametrize(
     "spec",
-    [REGNETX32, INCEPTION_NET, GOOGLENET, STRIDED_BLOCK, IDENTITY_BLOCK, INCEPTION, INCEPTION_A],
+    [REGNETX32, INCEPTION_NET, GOOGLENET, NIN, STRIDED_BLOCK, IDENTITY_BLOCK, INCEPTION, INCEPTION_A],
     ids=lambda spec: spec.name,
 )
 def test_structure_of_a_faithful_model_is_the_specs(spec):

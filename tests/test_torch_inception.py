@@ -12,11 +12,11 @@ import time
 
 import numpy as np
 import pytest
-from support import assert_same_bits, randn
 
 import parity
 from parity import reference
-from parity.specs import GoogLeNet, Inception, InceptionA, InceptionNet
+from parity.specs import INPUT, GoogLeNet, Inception, InceptionA, InceptionNet
+from support import assert_same_bits, max_relative_diff, randn
 
 torch = pytest.importorskip("torch")
 from impl_torch import backend  # noqa: E402
@@ -48,74 +48,18 @@ def state(model) -> dict[str, np.ndarray]:
     return {key: t.detach().numpy().copy() for key, t in model.state_dict().items()}
 
 
-def max_relative_diff(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.abs(actual - expected).max() / max(1.0, np.abs(expected).max()))
-
-
-# --- every activation point in numpy, from the spec and canonical weights only ---
+# --- every activation point in numpy, from the spec's graph and canonical weights only ---
 
 
 def np_reference(spec, weights, x) -> dict[str, np.ndarray]:
-    """Every activation point of ``spec``, keyed as ``spec.activation_points()``."""
-    layers = {layer.path: layer for layer in spec.layers()}
-    acts: dict[str, np.ndarray] = {}
-    relu = reference.relu
-
-    def conv(path, x):
-        layer = layers[path]
-        acts[path] = reference.conv2d(x, weights[f"{path}.weight"], weights.get(f"{path}.bias"), layer.stride, layer.padding, 1)
-        return acts[path]
-
-    def point(key, value):
-        acts[key] = value
-        return value
-
-    def inception(prefix, x):
-        p = (lambda name: f"{prefix}.{name}") if prefix else (lambda name: name)
-        p1 = relu(conv(p("b1_1"), x))
-        p2 = relu(conv(p("b2_2"), relu(conv(p("b2_1"), x))))
-        p3 = relu(conv(p("b3_2"), relu(conv(p("b3_1"), x))))
-        p4 = relu(conv(p("b4_2"), point(p("b4_1"), reference.max_pool(x, 3, 1, 1))))
-        return point(prefix or "output", np.concatenate([p1, p2, p3, p4], axis=1))
-
-    def inception_a(prefix, x):
-        p = (lambda name: f"{prefix}.{name}") if prefix else (lambda name: name)
-        branch1x1 = conv(p("branch1x1"), x)
-        branch5x5 = conv(p("branch5x5_2"), conv(p("branch5x5_1"), x))
-        branch3x3 = conv(p("branch3x3_3"), conv(p("branch3x3_2"), conv(p("branch3x3_1"), x)))
-        branch_pool = conv(p("branch_pool"), point(p("branch_pool.avg"), reference.avg_pool(x, 3, 1, 1)))
-        return point(prefix or "output", np.concatenate([branch1x1, branch5x5, branch3x3, branch_pool], axis=1))
-
-    def dense(path, x):
-        return point(path, x @ weights[f"{path}.weight"].T + weights[f"{path}.bias"])
-
-    if isinstance(spec, Inception):
-        inception("", x)
-    elif isinstance(spec, InceptionA):
-        inception_a("", x)
-    elif isinstance(spec, GoogLeNet):
-        x = point("b1", reference.max_pool(relu(conv("b1.conv", x)), 3, 2, 1))
-        x = point("b2", reference.max_pool(relu(conv("b2.conv2", relu(conv("b2.conv1", x)))), 3, 2, 1))
-        for path, _ in spec.inceptions():
-            x = inception(path, x)
-            if path in ("b3.1", "b4.4"):
-                x = point(path.split(".")[0], reference.max_pool(x, 3, 2, 1))
-        dense("head.fc", point("b5", x.mean(axis=(2, 3))))
-    else:
-        x = inception_a("incep1", point("pool1", relu(reference.max_pool(conv("conv1", x), 2, 2, 0))))
-        x = inception_a("incep2", point("pool2", relu(reference.max_pool(conv("conv2", x), 2, 2, 0))))
-        dense("fc", x.reshape(len(x), -1))
-    return {key: acts[key] for key in spec.activation_points()}
+    """Every activation point of ``spec``: ``parity.reference`` applied to each node of its graph."""
+    values = {INPUT: x}
+    for node in spec.graph():
+        values[node.name] = reference.apply(node, [values[name] for name in node.inputs], weights)
+    return {key: values[key] for key in spec.activation_points()}
 
 
-# --- the name tables and weight transfer ---
-
-
-@pytest.mark.parametrize("name", SPECS)
-def test_table_names_exactly_the_model_tensors(name):
-    spec = SPECS[name]
-    native = {native: shape for _, native, shape, _ in backend.table(spec).rows(spec)}
-    assert native == {k: tuple(t.shape) for k, t in backend.build(spec).state_dict().items()}
+# --- native names ---
 
 
 def test_tables_map_canonical_paths_to_d2l_and_tutorial_names():
@@ -135,47 +79,6 @@ def test_tables_map_canonical_paths_to_d2l_and_tutorial_names():
     assert backend.table(SPECS["inception_mnist"]).flatten_order == "CHW"
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name", SPECS)
-def test_export_load_export_is_bit_exact(name, dtype):
-    spec = SPECS[name]
-    weights = backend.export_weights(backend.build(spec, seed=0, dtype=dtype))
-    model = backend.build(spec, seed=1, dtype=dtype)
-    backend.load_weights(model, weights)
-    exported = backend.export_weights(model)
-    assert list(exported) == list(parity.schema(spec))
-    assert_same_bits(exported, weights)
-
-
-@pytest.mark.parametrize("name", SPECS)
-def test_build_is_deterministic_per_seed(name):
-    spec = SPECS[name]
-    a, b, c = (backend.export_weights(backend.build(spec, seed=s)) for s in (0, 0, 1))
-    assert_same_bits(a, b)
-    assert all(not np.array_equal(a[k], c[k]) for k in a if k.endswith("weight"))
-
-
-@pytest.mark.parametrize(
-    "name, key, shape",
-    [
-        ("googlenet", "b4.2.b2_2.weight", (256, 128, 5, 5)),
-        ("googlenet", "head.fc.weight", (1024, 10)),
-        ("inception_mnist", "fc.weight", (1408, 10)),
-        ("inception_mnist", "incep2.branch_pool.bias", (23,)),
-    ],
-)
-def test_bad_weights_raise_naming_the_key_and_change_nothing(name, key, shape):
-    spec = SPECS[name]
-    model = backend.build(spec, seed=0)
-    before = state(model)
-    for corrupt in (lambda w: w.pop(key), lambda w: w.update({key: np.zeros(shape, np.float32)})):
-        weights = backend.export_weights(backend.build(spec, seed=1))
-        corrupt(weights)
-        with pytest.raises(parity.WeightsError, match=key.replace(".", r"\.")):
-            backend.load_weights(model, weights)
-        assert_same_bits(state(model), before)
-
-
 def test_d2l_and_tutorial_model_classes_are_shaped_like_the_originals():
     from impl_torch import GoogLeNet as TorchGoogLeNet
     from impl_torch import InceptionNet as TorchInceptionNet
@@ -184,11 +87,28 @@ def test_d2l_and_tutorial_model_classes_are_shaped_like_the_originals():
     assert googlenet.spec == SPECS["googlenet"]
     assert [name for name, _ in googlenet.net.named_children()] == ["b1", "b2", "b3", "b4", "b5", "head"]
     assert [type(m).__name__ for m in googlenet.net.b5] == ["Inception", "Inception", "AdaptiveAvgPool2d", "Flatten"]
-    assert [name for name, _ in googlenet.net.b3[0].named_children()] == ["p1_1", "p2_1", "p2_2", "p3_1", "p3_2", "p4_1", "p4_2"]
+    assert [name for name, _ in googlenet.net.b3[0].named_children()] == [
+        "p1_1",
+        "p2_1",
+        "p2_2",
+        "p3_1",
+        "p3_2",
+        "p4_1",
+        "p4_2",
+    ]
     assert all(pool.padding == 1 and pool.stride == 2 for pool in (googlenet.net.b1.pool, googlenet.net.b4.pool))
     net = TorchInceptionNet()
     assert net.spec == SPECS["inception_mnist"]
-    assert [name for name, _ in net.named_children()] == ["conv1", "pool1", "incep1", "conv2", "pool2", "incep2", "flatten", "fc"]
+    assert [name for name, _ in net.named_children()] == [
+        "conv1",
+        "pool1",
+        "incep1",
+        "conv2",
+        "pool2",
+        "incep2",
+        "flatten",
+        "fc",
+    ]
     assert net.incep1.avg_pool.count_include_pad
 
 
@@ -221,7 +141,9 @@ def test_float32_matches_float64_numpy_reference(name):
     spec = SPECS[name]
     model = backend.build(spec, dtype="float32")
     x = randn(INPUTS[name])
-    expected = reference.forward(spec, parity.weights.cast(backend.export_weights(model), "float64"), x.astype(np.float64))
+    expected = reference.forward(
+        spec, parity.weights.cast(backend.export_weights(model), "float64"), x.astype(np.float64)
+    )
     y = backend.forward(model, x)
     assert y.dtype == np.float32
     # The suite's float32 parity target: float32 rounds ~6e-8 relative per operation,
@@ -335,4 +257,6 @@ def test_layer_summary_of_a_block_is_one_row(name, line):
 
 def _params_per_group(spec, groups) -> list[int]:
     """Trainable parameters of each top-level canonical group, counted from the schema."""
-    return [sum(int(np.prod(p.shape)) for name, p in parity.schema(spec).items() if name.split(".")[0] == g) for g in groups]
+    return [
+        sum(int(np.prod(p.shape)) for name, p in parity.schema(spec).items() if name.split(".")[0] == g) for g in groups
+    ]

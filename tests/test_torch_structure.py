@@ -22,7 +22,7 @@ def spec_structure(spec) -> dict[str, tuple[int, int]]:
     return expected
 
 
-@pytest.mark.parametrize("name", ["regnetx32", "googlenet", "inception_mnist"])
+@pytest.mark.parametrize("name", ["regnetx32", "googlenet", "inception_mnist", "nin"])
 def test_structure_is_the_specs_layer_by_layer(name):
     spec = parity.get_spec(name)
     found = backend.structure(backend.build(spec))
@@ -55,6 +55,9 @@ def test_structure_sees_a_module_that_differs_from_the_spec():
 def test_the_reference_has_no_variants():
     assert backend.VARIANTS == {}
     spec = parity.get_spec("regnetx32")
-    assert backend.build(spec, variant=None).variant is None
-    with pytest.raises(ValueError, match=r"^variant: the torch backend .*no variants .*got 'd2l_stage_bug'"):
+    backend.build(spec, variant=None)
+    message = r"^variant: unknown variant 'd2l_stage_bug' of the torch backend; known variants: none$"
+    with pytest.raises(ValueError, match=message):
         backend.build(spec, variant="d2l_stage_bug")
+    with pytest.raises(ValueError, match=message):
+        backend.table(spec, variant="d2l_stage_bug")

@@ -26,7 +26,10 @@ def test_each_variant_applies_where_it_changes_the_function(variant, spec):
 
 def test_the_check_names_the_variant_the_spec_and_the_reason():
     variants = {"same_padding": "", "d2l_stage_bug": ""}
-    with pytest.raises(ValueError, match=r"^variant: unknown variant 'x' of the fw backend; known variants: same_padding, d2l_stage_bug$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^variant: unknown variant 'x' of the fw backend; known variants: same_padding, d2l_stage_bug$",
+    ):
         check_variant("fw", variants, REGNETX32, "x")
     with pytest.raises(ValueError, match=r"^variant: 'd2l_stage_bug' does not apply to googlenet: .*AnyNet specs only"):
         check_variant("fw", variants, GoogLeNet(), "d2l_stage_bug")

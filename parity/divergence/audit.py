@@ -8,8 +8,8 @@ counted, and compared with B's.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -38,7 +38,10 @@ def audit(a: Structure, b: Structure) -> list[LayerDifference]:
 def spec_structure(layers: Sequence[Layer]) -> dict[str, tuple[int, int]]:
     """(trainable parameters, groups) of each layer as a spec defines it."""
     return {
-        layer.path: (sum(int(np.prod(p.shape)) for p in layer_params(layer) if p.trainable), getattr(layer, "groups", 1))
+        layer.path: (
+            sum(int(np.prod(p.shape)) for p in layer_params(layer) if p.trainable),
+            getattr(layer, "groups", 1),
+        )
         for layer in layers
     }
 

@@ -10,8 +10,8 @@ gets the structural audit (``parity.divergence.audit``) instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import numpy as np
 
@@ -38,7 +38,9 @@ class PointDiff:
     exceeds: bool
 
 
-def point_diffs(spec: Spec, acts_a: Mapping[str, np.ndarray], acts_b: Mapping[str, np.ndarray], dtype: str) -> list[PointDiff]:
+def point_diffs(
+    spec: Spec, acts_a: Mapping[str, np.ndarray], acts_b: Mapping[str, np.ndarray], dtype: str
+) -> list[PointDiff]:
     """Per activation point in execution order: diffs under TOLERANCE[dtype] (shapes that differ exceed it)."""
     nodes = point_nodes(spec)
     diffs = []
@@ -138,8 +140,16 @@ def explain(
     backend_a, model_a, weights = prepared_source(spec, src, dtype, seed, x)
     structure_a, structure_b = backend_a.structure(model_a), backend_b.structure(model_b)
     result = Divergence(
-        spec, src, dst, variant, dtype, tuple(x.shape), points=[], structure=audit(structure_a, structure_b),
-        parameters_a=sum(v[0] for v in structure_a.values()), parameters_b=sum(v[0] for v in structure_b.values()),
+        spec,
+        src,
+        dst,
+        variant,
+        dtype,
+        tuple(x.shape),
+        points=[],
+        structure=audit(structure_a, structure_b),
+        parameters_a=sum(v[0] for v in structure_a.values()),
+        parameters_b=sum(v[0] for v in structure_b.values()),
     )
     try:
         step(f"loading {src}'s weights into {dst}")

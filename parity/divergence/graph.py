@@ -7,7 +7,7 @@ no framework exposes) are recomputed in numpy from those earlier points' values.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

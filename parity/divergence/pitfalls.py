@@ -7,8 +7,8 @@ and once under each pitfall; the pitfall whose output reproduces B's names the c
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -117,7 +117,9 @@ def unpermuted_flatten_output(node: Node, xs: Sequence[np.ndarray], weights) -> 
         return None
     c, h, w = node.layer.flatten_from
     x = xs[0].reshape(-1, c, h, w)
-    y = reference.dense(nchw_to_nhwc(x).reshape(x.shape[0], -1), _param(weights, node, "weight"), _param(weights, node, "bias"))
+    y = reference.dense(
+        nchw_to_nhwc(x).reshape(x.shape[0], -1), _param(weights, node, "weight"), _param(weights, node, "bias")
+    )
     return y, f"features flattened in (H, W, C) = ({h}, {w}, {c}) order meet a weight in (C, H, W) order"
 
 
@@ -137,7 +139,8 @@ def untransposed_kernel_output(node: Node, xs: Sequence[np.ndarray], weights) ->
     )
 
 
-# (node, inputs, canonical weights) -> (the node's output under the pitfall, what differs), or None where it does not apply
+# (node, inputs, canonical weights) -> (the node's output under the pitfall, what differs),
+# or None where it does not apply
 Hypothesis = Callable[[Node, Sequence[np.ndarray], Mapping[str, np.ndarray]], tuple[np.ndarray, str] | None]
 
 # Each numeric pitfall and the numpy recomputation of a layer under it.
@@ -183,7 +186,8 @@ def diagnose_layer(
             return Hint(pitfall, f"{pitfall.title}: {outcome[1]}")
     if reproduces(reference.apply(node, xs, weights64), observed, dtype):
         return Hint(
-            None, "the spec's own computation from A's input reproduces B here: A is the side that differs from the spec"
+            None,
+            "the spec's own computation from A's input reproduces B here: A is the side that differs from the spec",
         )
     checked = f" (checked: {', '.join(tried)})" if tried else f" (no known pitfall applies to a {node.op})"
     return Hint(None, f"no known pitfall reproduces B's output from A's input{checked}")

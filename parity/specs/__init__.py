@@ -13,10 +13,10 @@ from parity.specs.anynet import (
     Stage,
     block_path,
     d2l_block_arguments,
+    d2l_stage_bug_block,
     d2l_stage_bug_blocks,
     d2l_stage_bug_layers,
     d2l_stage_bug_problem,
-    d2l_stage_bug_block,
     regnetx32,
 )
 from parity.specs.classic import NiN
@@ -37,8 +37,8 @@ from parity.specs.graph import (
     spatial_size_problem,
 )
 from parity.specs.inception import GoogLeNet, Inception, InceptionA, InceptionNet
-from parity.specs.regnet_family import regnetx
 from parity.specs.registry import SPECS, get_spec
+from parity.specs.regnet_family import regnetx
 
 Spec = Architecture  # every spec is an Architecture
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 from parity.specs.graph import OUTPUT, Architecture, Block, GraphBuilder, join
 
@@ -124,16 +124,20 @@ class AnyNet(Architecture):
         for i, stage in enumerate(self.stages):
             for j in range(stage.depth):
                 first = j == 0
-                yield i, j, ResNeXtBlock(
-                    in_channels=in_channels if first else stage.width,
-                    num_channels=stage.width,
-                    group_width=stage.group_width,
-                    bot_mul=stage.bot_mul,
-                    use_1x1conv=first,
-                    stride=stage.stride if first else 1,
-                    conv_bias=self.conv_bias,
-                    bn_eps=self.bn_eps,
-                    bn_momentum=self.bn_momentum,
+                yield (
+                    i,
+                    j,
+                    ResNeXtBlock(
+                        in_channels=in_channels if first else stage.width,
+                        num_channels=stage.width,
+                        group_width=stage.group_width,
+                        bot_mul=stage.bot_mul,
+                        use_1x1conv=first,
+                        stride=stage.stride if first else 1,
+                        conv_bias=self.conv_bias,
+                        bn_eps=self.bn_eps,
+                        bn_momentum=self.bn_momentum,
+                    ),
                 )
             in_channels = stage.width
 
@@ -141,7 +145,9 @@ class AnyNet(Architecture):
         """Points: stem conv, stem BN (before ReLU), stem output, every block's points, the pooled
         features (N, C) and the logits."""
         with g.group("stem"):
-            X = g.conv("stem.conv", g.input, self.in_channels, self.stem_width, 3, stride=2, padding=1, bias=self.conv_bias)
+            X = g.conv(
+                "stem.conv", g.input, self.in_channels, self.stem_width, 3, stride=2, padding=1, bias=self.conv_bias
+            )
             X = g.relu(g.bn("stem.bn", X, self.stem_width, self.bn_eps, self.bn_momentum), name="stem")
         for i, j, block in self.blocks():
             with g.group(f"stages.{i}"):

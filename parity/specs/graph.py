@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Union
 
 INPUT = "input"  # the network's input, as a node name
 OUTPUT = "output"  # the output point of a standalone block
@@ -60,7 +60,7 @@ class Dense:
     flatten_from: tuple[int, int, int] | None = None
 
 
-Layer = Union[Conv, BatchNorm, Dense]
+Layer = Conv | BatchNorm | Dense
 
 # op -> the layer type it carries (None: no parameters)
 OPS = {

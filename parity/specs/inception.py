@@ -4,8 +4,8 @@ tutorials' InceptionA block and its MNIST net."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from parity.specs.graph import OUTPUT, Architecture, Block, GraphBuilder, join
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from parity.specs.anynet import regnetx32
 from parity.specs.classic import NiN

@@ -1,13 +1,17 @@
-"""d2l's ResNeXt block, AnyNet and RegNetX32 in Flax linen (NHWC), built from parity specs.
+"""d2l's ResNeXt block, AnyNet and RegNetX32 in Flax linen (NHWC), built from parity specs,
+and the layers that every model file of this package shares.
 
 Read side by side with d2l-en ``chapter_convolutional-modern/resnet.md``
 (``ResNeXtBlock``) and ``cnn-design.md`` (``AnyNet``, ``RegNetX32``). Unlike the
 book, every numeric choice comes from the spec: symmetric explicit padding (Flax's
-``'same'`` pads only bottom/right at stride 2; ``same_padding=True`` builds the
-book's ``'same'``, a naive port), BatchNorm epsilon and momentum, the
-conv bias, and ``dtype`` for both computation and parameters. Every submodule has
-an explicit name, so parameters live at readable paths such as
-``params/net/stages_0/blocks_1/conv2/kernel``.
+``'same'`` pads only bottom/right at stride 2; the ``same_padding`` pitfall builds the
+book's ``'same'``, a naive port), BatchNorm epsilon and momentum, the conv bias, and
+``dtype`` for both computation and parameters. Stages are named as the book's
+``f'stage{i+1}'`` and their blocks ``block{j}``, so parameters live at readable paths
+such as ``params/net/stage1/block1/conv2/kernel``.
+
+Every model takes ``pitfalls``, the naive-port variant it is built as (a frozenset of
+pitfall names, empty for the faithful model), and asks ``"same_padding" in self.pitfalls``.
 
 Importing this module turns on JAX's 64-bit mode (``jax_enable_x64``) for the
 whole process: float64 models need it, and JAX otherwise silently makes float32
@@ -18,8 +22,10 @@ layer gets ``dtype`` and ``param_dtype`` explicitly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -56,7 +62,7 @@ def flax_padding(padding: Padding) -> str | tuple[tuple[int, int], tuple[int, in
     return padding if isinstance(padding, str) else ((padding, padding), (padding, padding))
 
 
-def conv(
+def conv2d(
     features: int,
     kernel_size: int,
     *,
@@ -105,21 +111,63 @@ def batch_norm(
     )
 
 
-class GlobalAvgPool2D(nn.Module):
-    """d2l's head pooling: the mean over the whole spatial extent, flattened to (N, C)."""
+def dense(features: int, *, dtype: Dtype, name: str | None = None) -> nn.Dense:
+    return nn.Dense(features, dtype=dtype, param_dtype=dtype, parent=None, name=name)
 
-    @nn.compact
+
+class MaxPool2D(nn.Module):
+    """A square max-pool, padded with ``padding`` cells on every side (or Flax's ``'SAME'``).
+
+    Flax pads a max-pool with -inf, so a padded cell never wins a max, as in PyTorch.
+    """
+
+    window: int
+    strides: int
+    padding: Padding = 0
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        window, strides = (self.window, self.window), (self.strides, self.strides)
+        return nn.max_pool(x, window, strides=strides, padding=flax_padding(self.padding))
+
+
+class AvgPool2D(nn.Module):
+    """A square average pool, padded with ``padding`` zeros on every side that count in the mean
+    (PyTorch's ``count_include_pad=True``): a corner of a 3x3 pool with padding 1 averages 4 cells over 9."""
+
+    window: int
+    strides: int
+    padding: int = 0
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        p = self.padding
+        window, strides = (self.window, self.window), (self.strides, self.strides)
+        return nn.avg_pool(x, window, strides=strides, padding=((p, p), (p, p)), count_include_pad=True)
+
+
+class GlobalAvgPool2D(nn.Module):
+    """d2l's head pooling: the mean over the whole spatial extent, flattened to (N, C)
+    (``keepdims``: kept as (N, 1, 1, C), like PyTorch's ``AdaptiveAvgPool2d((1, 1))``)."""
+
+    keepdims: bool = False
+
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         x = nn.avg_pool(x, window_shape=x.shape[1:3], strides=x.shape[1:3], padding="VALID")
+        return x if self.keepdims else x.reshape((x.shape[0], -1))
+
+
+class Flatten(nn.Module):
+    """(N, H, W, C) -> (N, H * W * C): NHWC flattens in H-W-C order (the hub permutes the next dense weight)."""
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         return x.reshape((x.shape[0], -1))
 
 
 class ResNeXtBlock(nn.Module, kw_only=True):
-    """The ResNeXt block: 1x1 -> grouped 3x3 (stride) -> 1x1, plus an identity or 1x1 shortcut.
+    """The ResNeXt block: 1x1 -> grouped 3x3 (strides) -> 1x1, plus an identity or 1x1 shortcut.
 
     ``group_width`` is the number of channels per group (d2l calls it ``groups``);
-    the 3x3 convolution has ``bot_channels // group_width`` groups. ``same_padding``
-    pads it with Flax's ``'SAME'`` as d2l's JAX code does (the ``same_padding`` variant).
+    the 3x3 convolution has ``bot_channels // group_width`` groups. The ``same_padding``
+    pitfall pads it with Flax's ``'SAME'`` as d2l's JAX code does.
     """
 
     num_channels: int
@@ -130,13 +178,13 @@ class ResNeXtBlock(nn.Module, kw_only=True):
     conv_bias: bool = True
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
-    same_padding: bool = False
+    pitfalls: frozenset[str] = frozenset()
     training: bool = False
     dtype: Dtype = jnp.float32
 
     @classmethod
     def from_spec(cls, block: specs.ResNeXtBlock, **kwargs: Any) -> ResNeXtBlock:
-        """The block ``block`` describes; ``kwargs``: same_padding, training, dtype, name, parent.
+        """The block ``block`` describes; ``kwargs``: pitfalls, training, dtype, name, parent.
 
         Its input channels are those of the input it is initialised with.
         """
@@ -153,47 +201,44 @@ class ResNeXtBlock(nn.Module, kw_only=True):
         )
 
     def setup(self) -> None:
+        conv = functools.partial(conv2d, use_bias=self.conv_bias, dtype=self.dtype)
+        norm = functools.partial(
+            batch_norm, training=self.training, momentum=self.bn_momentum, epsilon=self.bn_eps, dtype=self.dtype
+        )
         bot_channels = int(round(self.num_channels * self.bot_mul))
-        options = dict(use_bias=self.conv_bias, dtype=self.dtype)
-        self.conv1 = conv(bot_channels, 1, **options)
+        self.conv1 = conv(bot_channels, 1)
         self.conv2 = conv(
             bot_channels,
             3,
             strides=self.strides,
-            padding=padding(1, self.same_padding),
+            padding=padding(1, "same_padding" in self.pitfalls),
             groups=bot_channels // self.group_width,
-            **options,
         )
-        self.conv3 = conv(self.num_channels, 1, **options)
-        self.bn1 = self.batch_norm()
-        self.bn2 = self.batch_norm()
-        self.bn3 = self.batch_norm()
+        self.conv3 = conv(self.num_channels, 1)
+        self.bn1, self.bn2, self.bn3 = norm(), norm(), norm()
         if self.use_1x1conv:
-            self.conv4 = conv(self.num_channels, 1, strides=self.strides, **options)
-            self.bn4 = self.batch_norm()
+            self.conv4 = conv(self.num_channels, 1, strides=self.strides)
+            self.bn4 = norm()
         else:
             self.conv4 = None
 
-    def batch_norm(self) -> nn.BatchNorm:
-        return batch_norm(training=self.training, momentum=self.bn_momentum, epsilon=self.bn_eps, dtype=self.dtype)
-
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        y = nn.relu(self.bn1(self.conv1(x)))
-        y = nn.relu(self.bn2(self.conv2(y)))
-        y = self.bn3(self.conv3(y))
+    def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
+        Y = nn.relu(self.bn1(self.conv1(X)))
+        Y = nn.relu(self.bn2(self.conv2(Y)))
+        Y = self.bn3(self.conv3(Y))
         if self.conv4 is not None:
-            x = self.bn4(self.conv4(x))
-        return nn.relu(y + x)
+            X = self.bn4(self.conv4(X))
+        return nn.relu(Y + X)
 
 
 class AnyNet(nn.Module):
-    """d2l's AnyNet: ``net`` = Sequential(stem, stages_0, stages_1, ..., head).
+    """d2l's AnyNet: ``net`` = Sequential(stem, stage1, stage2, ..., head); stage i's blocks ``block0``, ...
 
-    ``same_padding``: Flax's ``'SAME'`` in every padded conv (the ``same_padding`` variant).
+    ``pitfalls``: ``same_padding`` puts Flax's ``'SAME'`` in every padded conv.
     """
 
     spec: specs.AnyNet
-    same_padding: bool = False
+    pitfalls: frozenset[str] = frozenset()
     training: bool = False
     dtype: Dtype = jnp.float32
 
@@ -208,63 +253,48 @@ class AnyNet(nn.Module):
         )
 
     def stem(self, num_channels: int) -> Sequential:
-        return Sequential(
-            [
-                conv(
-                    num_channels,
-                    3,
-                    strides=2,
-                    padding=padding(1, self.same_padding),
-                    use_bias=self.spec.conv_bias,
-                    dtype=self.dtype,
-                    name="conv",
-                ),
-                batch_norm(
-                    training=self.training,
-                    momentum=self.spec.bn_momentum,
-                    epsilon=self.spec.bn_eps,
-                    dtype=self.dtype,
-                    name="bn",
-                ),
-                nn.relu,
-            ],
-            parent=None,
-            name="stem",
+        same = "same_padding" in self.pitfalls
+        conv = conv2d(
+            num_channels,
+            3,
+            strides=2,
+            padding=padding(1, same),
+            use_bias=self.spec.conv_bias,
+            dtype=self.dtype,
+            name="conv",
         )
+        norm = batch_norm(
+            training=self.training,
+            momentum=self.spec.bn_momentum,
+            epsilon=self.spec.bn_eps,
+            dtype=self.dtype,
+            name="bn",
+        )
+        return Sequential([conv, norm, nn.relu], parent=None, name="stem")
 
     def stage(self, index: int, blocks: Iterable[specs.ResNeXtBlock]) -> Sequential:
-        """Stage ``index`` from its blocks' specs (``AnyNet.blocks()``: the first one projects and strides)."""
+        """The book's ``f'stage{i+1}'`` from its blocks' specs (the first one projects and strides)."""
+        block = functools.partial(
+            ResNeXtBlock.from_spec, pitfalls=self.pitfalls, training=self.training, dtype=self.dtype, parent=None
+        )
         return Sequential(
-            [
-                ResNeXtBlock.from_spec(
-                    block,
-                    same_padding=self.same_padding,
-                    training=self.training,
-                    dtype=self.dtype,
-                    parent=None,
-                    name=f"blocks_{j}",
-                )
-                for j, block in enumerate(blocks)
-            ],
-            parent=None,
-            name=f"stages_{index}",
+            [block(spec, name=f"block{j}") for j, spec in enumerate(blocks)], parent=None, name=f"stage{index + 1}"
         )
 
     def head(self, num_classes: int) -> Sequential:
-        return Sequential(
-            [
-                GlobalAvgPool2D(parent=None, name="pool"),
-                nn.Dense(num_classes, dtype=self.dtype, param_dtype=self.dtype, parent=None, name="fc"),
-            ],
-            parent=None,
-            name="head",
-        )
+        pool = GlobalAvgPool2D(parent=None, name="pool")
+        return Sequential([pool, dense(num_classes, dtype=self.dtype, name="fc")], parent=None, name="head")
 
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return self.net(x)
+    def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
+        return self.net(X)
 
 
 class RegNetX32(AnyNet):
     """d2l's RegNetX32: stem 32; stages (depth 4, width 32) and (6, 80); group width 16; no bottleneck."""
 
-    spec: specs.AnyNet = dataclasses.field(default_factory=specs.regnetx32)
+    spec: specs.AnyNet | None = None  # d2l's RegNetX32 with ``num_classes``, set from it
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        self.spec = dataclasses.replace(specs.regnetx32(), num_classes=self.num_classes)
+        super().__post_init__()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections import OrderedDict
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ def init_cnn(module: nn.Module) -> None:
 
 
 class ResNeXtBlock(nn.Module):
-    """The ResNeXt block: 1x1 -> grouped 3x3 (stride) -> 1x1, plus an identity or 1x1 shortcut.
+    """The ResNeXt block: 1x1 -> grouped 3x3 (``strides``) -> 1x1, plus an identity or 1x1 shortcut.
 
     ``group_width`` is the number of channels per group (d2l calls it ``groups``);
     the 3x3 convolution has ``bot_channels // group_width`` groups.
@@ -41,7 +41,7 @@ class ResNeXtBlock(nn.Module):
         group_width: int,
         bot_mul: float,
         use_1x1conv: bool = False,
-        stride: int = 1,
+        strides: int = 1,
         conv_bias: bool = True,
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
@@ -53,7 +53,7 @@ class ResNeXtBlock(nn.Module):
             group_width=group_width,
             bot_mul=bot_mul,
             use_1x1conv=use_1x1conv,
-            stride=stride,
+            stride=strides,
             conv_bias=conv_bias,
             bn_eps=bn_eps,
             bn_momentum=bn_momentum,
@@ -61,29 +61,37 @@ class ResNeXtBlock(nn.Module):
         bot_channels = self.spec.bot_channels
         self.conv1 = nn.Conv2d(in_channels, bot_channels, kernel_size=1, bias=conv_bias)
         self.conv2 = nn.Conv2d(
-            bot_channels, bot_channels, kernel_size=3, stride=stride, padding=1, groups=self.spec.groups, bias=conv_bias
+            bot_channels,
+            bot_channels,
+            kernel_size=3,
+            stride=strides,
+            padding=1,
+            groups=self.spec.groups,
+            bias=conv_bias,
         )
         self.conv3 = nn.Conv2d(bot_channels, num_channels, kernel_size=1, bias=conv_bias)
         self.bn1 = nn.BatchNorm2d(bot_channels, eps=bn_eps, momentum=bn_momentum)
         self.bn2 = nn.BatchNorm2d(bot_channels, eps=bn_eps, momentum=bn_momentum)
         self.bn3 = nn.BatchNorm2d(num_channels, eps=bn_eps, momentum=bn_momentum)
         if use_1x1conv:
-            self.conv4 = nn.Conv2d(in_channels, num_channels, kernel_size=1, stride=stride, bias=conv_bias)
+            self.conv4 = nn.Conv2d(in_channels, num_channels, kernel_size=1, stride=strides, bias=conv_bias)
             self.bn4 = nn.BatchNorm2d(num_channels, eps=bn_eps, momentum=bn_momentum)
         else:
             self.conv4 = None
 
     @classmethod
     def from_spec(cls, spec: specs.ResNeXtBlock) -> ResNeXtBlock:
-        return cls(**dataclasses.asdict(spec))
+        arguments = dataclasses.asdict(spec)
+        strides = arguments.pop("stride")
+        return cls(**arguments, strides=strides)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = F.relu(self.bn2(self.conv2(y)))
-        y = self.bn3(self.conv3(y))
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        Y = F.relu(self.bn1(self.conv1(X)))
+        Y = F.relu(self.bn2(self.conv2(Y)))
+        Y = self.bn3(self.conv3(Y))
         if self.conv4 is not None:
-            x = self.bn4(self.conv4(x))
-        return F.relu(y + x)
+            X = self.bn4(self.conv4(X))
+        return F.relu(Y + X)
 
 
 class AnyNet(nn.Module):
@@ -124,8 +132,8 @@ class AnyNet(nn.Module):
             )
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.net(X)
 
 
 class RegNetX32(AnyNet):

@@ -2,10 +2,10 @@
 
 Read side by side with d2l (chapter_convolutional-modern/googlenet.md, MXNet tab).
 Differences from the book, all on purpose: every layer gets its input channels, so
-nothing is left to deferred initialisation; the branch layers carry the names of
-``parity.specs`` (``b1_1`` ... ``b4_2``; the book says ``p1_1`` ... ``p4_2``); every
-layer has an explicit prefix, which makes parameter names predictable
-(``b3_0_b2_2_weight``); the channels of each Inception block come from
+nothing is left to deferred initialisation; every layer has an explicit prefix, which
+makes parameter names predictable: the book's branch names ``p1_1`` ... ``p4_2``, block
+``k`` of a stage ``inception{k}`` (``b3_inception0_p2_2_weight``; the canonical name is
+``b3.0.b2_2.weight``); the channels of each Inception block come from
 ``GoogLeNet.inceptions()``.
 
 The padding is the book's, symmetric on every side. Gluon's max-pool never lets a
@@ -50,30 +50,34 @@ class Inception(nn.HybridBlock):
         self.spec = specs.Inception(in_channels, c1, tuple(c2), tuple(c3), c4, conv_bias)
         conv = functools.partial(nn.Conv2D, activation="relu", use_bias=conv_bias)
         with self.name_scope():
-            self.b1_1 = conv(c1, kernel_size=1, in_channels=in_channels, prefix="b1_1_")
-            self.b2_1 = conv(c2[0], kernel_size=1, in_channels=in_channels, prefix="b2_1_")
-            self.b2_2 = conv(c2[1], kernel_size=3, padding=1, in_channels=c2[0], prefix="b2_2_")
-            self.b3_1 = conv(c3[0], kernel_size=1, in_channels=in_channels, prefix="b3_1_")
-            self.b3_2 = conv(c3[1], kernel_size=5, padding=2, in_channels=c3[0], prefix="b3_2_")
-            self.b4_1 = nn.MaxPool2D(pool_size=3, strides=1, padding=1, prefix="b4_1_")
-            self.b4_2 = conv(c4, kernel_size=1, in_channels=in_channels, prefix="b4_2_")
+            # Branch 1
+            self.p1_1 = conv(c1, kernel_size=1, in_channels=in_channels, prefix="p1_1_")
+            # Branch 2
+            self.p2_1 = conv(c2[0], kernel_size=1, in_channels=in_channels, prefix="p2_1_")
+            self.p2_2 = conv(c2[1], kernel_size=3, padding=1, in_channels=c2[0], prefix="p2_2_")
+            # Branch 3
+            self.p3_1 = conv(c3[0], kernel_size=1, in_channels=in_channels, prefix="p3_1_")
+            self.p3_2 = conv(c3[1], kernel_size=5, padding=2, in_channels=c3[0], prefix="p3_2_")
+            # Branch 4
+            self.p4_1 = nn.MaxPool2D(pool_size=3, strides=1, padding=1, prefix="p4_1_")
+            self.p4_2 = conv(c4, kernel_size=1, in_channels=in_channels, prefix="p4_2_")
 
     @classmethod
-    def from_spec(cls, spec: specs.Inception, **kwargs) -> "Inception":
+    def from_spec(cls, spec: specs.Inception, **kwargs) -> Inception:
         return cls(**dataclasses.asdict(spec), **kwargs)
 
     def hybrid_forward(self, F, x):
-        b1 = self.b1_1(x)
-        b2 = self.b2_2(self.b2_1(x))
-        b3 = self.b3_2(self.b3_1(x))
-        b4 = self.b4_2(self.b4_1(x))
-        return F.concat(b1, b2, b3, b4, dim=1)
+        p1 = self.p1_1(x)
+        p2 = self.p2_2(self.p2_1(x))
+        p3 = self.p3_2(self.p3_1(x))
+        p4 = self.p4_2(self.p4_1(x))
+        return F.concat(p1, p2, p3, p4, dim=1)
 
 
 class GoogLeNet(nn.Block):
     """d2l's GoogLeNet: ``net`` is a Sequential of b1 ... b5 and the Dense head, as in the book."""
 
-    def __init__(self, spec: specs.GoogLeNet, **kwargs):
+    def __init__(self, spec: specs.GoogLeNet = specs.GoogLeNet(), **kwargs):
         super().__init__(**kwargs)
         self.spec = spec
         with self.name_scope():
@@ -93,8 +97,16 @@ class GoogLeNet(nn.Block):
         net = nn.Sequential(prefix="b1_")
         with net.name_scope():
             net.add(
-                nn.Conv2D(64, kernel_size=7, strides=2, padding=3, activation="relu",
-                          use_bias=self.spec.conv_bias, in_channels=self.spec.in_channels, prefix="conv_"),
+                nn.Conv2D(
+                    64,
+                    kernel_size=7,
+                    strides=2,
+                    padding=3,
+                    activation="relu",
+                    use_bias=self.spec.conv_bias,
+                    in_channels=self.spec.in_channels,
+                    prefix="conv_",
+                ),
                 max_pool(),
             )
         return net
@@ -106,8 +118,9 @@ class GoogLeNet(nn.Block):
         with net.name_scope():
             net.add(
                 nn.Conv2D(64, kernel_size=1, activation="relu", use_bias=bias, in_channels=64, prefix="conv1_"),
-                nn.Conv2D(192, kernel_size=3, padding=1, activation="relu", use_bias=bias, in_channels=64,
-                          prefix="conv2_"),
+                nn.Conv2D(
+                    192, kernel_size=3, padding=1, activation="relu", use_bias=bias, in_channels=64, prefix="conv2_"
+                ),
                 max_pool(),
             )
         return net
@@ -117,9 +130,9 @@ class GoogLeNet(nn.Block):
         net = nn.Sequential(prefix=f"{stage}_")
         with net.name_scope():
             for path, block in self.spec.inceptions():
-                block_stage, index = path.split(".")
+                block_stage, k = path.split(".")
                 if block_stage == stage:
-                    net.add(Inception.from_spec(block, prefix=f"{index}_"))
+                    net.add(Inception.from_spec(block, prefix=f"inception{k}_"))
             net.add(pool())
         return net
 
@@ -145,12 +158,13 @@ class InceptionA(nn.HybridBlock):
             self.branch3x3_1 = nn.Conv2D(16, kernel_size=1, in_channels=in_channels, prefix="branch3x3_1_")
             self.branch3x3_2 = nn.Conv2D(24, kernel_size=3, padding=1, in_channels=16, prefix="branch3x3_2_")
             self.branch3x3_3 = nn.Conv2D(24, kernel_size=3, padding=1, in_channels=24, prefix="branch3x3_3_")
-            self.branch_pool_avg = nn.AvgPool2D(pool_size=3, strides=1, padding=1, count_include_pad=True,
-                                                prefix="branch_pool_avg_")
+            self.branch_pool_avg = nn.AvgPool2D(
+                pool_size=3, strides=1, padding=1, count_include_pad=True, prefix="branch_pool_avg_"
+            )
             self.branch_pool = nn.Conv2D(24, kernel_size=1, in_channels=in_channels, prefix="branch_pool_")
 
     @classmethod
-    def from_spec(cls, spec: specs.InceptionA, **kwargs) -> "InceptionA":
+    def from_spec(cls, spec: specs.InceptionA, **kwargs) -> InceptionA:
         return cls(in_channels=spec.in_channels, **kwargs)
 
     def hybrid_forward(self, F, x):
@@ -178,7 +192,7 @@ class InceptionNet(nn.Block):
     """The tutorials' MNIST net: ``net`` is a Sequential of conv1 (conv, max-pool, ReLU), incep1,
     conv2, incep2 and fc. Gluon's Dense flattens its NCHW input in (C, H, W) order."""
 
-    def __init__(self, spec: specs.InceptionNet, **kwargs):
+    def __init__(self, spec: specs.InceptionNet = specs.InceptionNet(), **kwargs):
         super().__init__(**kwargs)
         self.spec = spec
         with self.name_scope():
