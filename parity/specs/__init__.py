@@ -19,7 +19,8 @@ from parity.specs.anynet import (
     d2l_stage_bug_problem,
     regnetx32,
 )
-from parity.specs.classic import NiN
+from parity.specs.classic import VGG, AlexNet, BNLeNet, LeNet, NiN
+from parity.specs.densenet import DenseNet
 from parity.specs.graph import (
     INPUT,
     OUTPUT,
@@ -39,10 +40,20 @@ from parity.specs.graph import (
 from parity.specs.inception import GoogLeNet, Inception, InceptionA, InceptionNet
 from parity.specs.registry import SPECS, get_spec
 from parity.specs.regnet_family import regnetx
+from parity.specs.resnet import Residual, ResidualBlock, ResidualNet, ResNet
 
 Spec = Architecture  # every spec is an Architecture
 
 __all__ = [
+    "VGG",
+    "AlexNet",
+    "BNLeNet",
+    "DenseNet",
+    "LeNet",
+    "Residual",
+    "ResidualBlock",
+    "ResidualNet",
+    "ResNet",
     "INPUT",
     "OUTPUT",
     "SPECS",

@@ -1,10 +1,159 @@
-"""The classic CNNs of d2l's modern-CNN chapter: NiN (chapter_convolutional-modern/nin.md)."""
+"""The classic CNNs of d2l: LeNet (chapter_convolutional-neural-networks/lenet.md), BNLeNet
+(chapter_convolutional-modern/batch-norm.md), AlexNet (alexnet.md), VGG (vgg.md) and NiN (nin.md).
+
+Layer names follow the papers where d2l's Sequentials leave them unnamed: LeNet's ``conv1``,
+``conv2``, ``fc1`` ... ``fc3``; AlexNet's and VGG's classifier ``fc6``, ``fc7``, ``fc8``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from parity.specs.graph import Architecture, GraphBuilder
+from parity.specs.graph import Architecture, GraphBuilder, conv_output_size
+
+BN_EPS = 1e-5  # PyTorch's BatchNorm defaults, which d2l's PyTorch tab uses
+BN_MOMENTUM = 0.1
+
+
+@dataclass(frozen=True)
+class LeNet(Architecture):
+    """d2l's LeNet-5: two 5x5 convs (the first padded by 2) each with a sigmoid and a 2x2 average pool,
+    then three dense layers with sigmoids between. Input 1x28x28 (its flatten feeds a dense layer).
+
+    Points: each conv and dense layer (before its sigmoid) and each pool (``pool1``, ``pool2``).
+    """
+
+    name: str = "lenet"
+    in_channels: int = 1
+    num_classes: int = 10
+    input_size: tuple[int, int] = (28, 28)
+
+    def build_graph(self, g: GraphBuilder) -> str:
+        with g.group("conv1"):
+            X = g.conv("conv1", g.input, self.in_channels, 6, 5, padding=2)
+            X = g.avg_pool(g.sigmoid(X), 2, 2, name="pool1")
+        with g.group("conv2"):
+            X = g.conv("conv2", X, 6, 16, 5)
+            X = g.avg_pool(g.sigmoid(X), 2, 2, name="pool2")
+        with g.group("fc1"):
+            X = g.sigmoid(g.dense("fc1", g.flatten(X), 16 * 5 * 5, 120, flatten_from=(16, 5, 5)))
+        with g.group("fc2"):
+            X = g.sigmoid(g.dense("fc2", X, 120, 84))
+        with g.group("fc3"):
+            return g.dense("fc3", X, 84, self.num_classes)
+
+
+@dataclass(frozen=True)
+class BNLeNet(Architecture):
+    """d2l's LeNet with BatchNorm (8.5): BatchNorm after every conv (over channels) and after the first
+    two dense layers (over features, (N, C)), each before its sigmoid; the convs are unpadded, so the
+    flatten holds 16 x 4 x 4 = 256 features. Input 1x28x28.
+
+    Points: every conv, BatchNorm and dense layer (before a sigmoid) and each pool.
+    """
+
+    name: str = "bnlenet"
+    in_channels: int = 1
+    num_classes: int = 10
+    bn_eps: float = BN_EPS
+    bn_momentum: float = BN_MOMENTUM
+    input_size: tuple[int, int] = (28, 28)
+
+    def build_graph(self, g: GraphBuilder) -> str:
+        def bn(path: str, X: str, channels: int) -> str:
+            return g.sigmoid(g.bn(path, X, channels, self.bn_eps, self.bn_momentum))
+
+        with g.group("conv1"):
+            X = bn("bn1", g.conv("conv1", g.input, self.in_channels, 6, 5), 6)
+            X = g.avg_pool(X, 2, 2, name="pool1")
+        with g.group("conv2"):
+            X = bn("bn2", g.conv("conv2", X, 6, 16, 5), 16)
+            X = g.avg_pool(X, 2, 2, name="pool2")
+        with g.group("fc1"):
+            X = bn("bn3", g.dense("fc1", g.flatten(X), 16 * 4 * 4, 120, flatten_from=(16, 4, 4)), 120)
+        with g.group("fc2"):
+            X = bn("bn4", g.dense("fc2", X, 120, 84), 84)
+        with g.group("fc3"):
+            return g.dense("fc3", X, 84, self.num_classes)
+
+
+def dense_head(g: GraphBuilder, X: str, in_features: int, flatten_from, num_classes: int, dropout: float) -> str:
+    """AlexNet's and VGG's classifier: fc6 and fc7 (4096, ReLU, dropout), then fc8.
+
+    Points: each dense layer (before its ReLU) and each dropout (``drop6``, ``drop7``)."""
+    with g.group("fc6"):
+        X = g.dense("fc6", g.flatten(X), in_features, 4096, flatten_from=flatten_from)
+        X = g.dropout(g.relu(X), dropout, name="drop6")
+    with g.group("fc7"):
+        X = g.dropout(g.relu(g.dense("fc7", X, 4096, 4096)), dropout, name="drop7")
+    with g.group("fc8"):
+        return g.dense("fc8", X, 4096, num_classes)
+
+
+@dataclass(frozen=True)
+class AlexNet(Architecture):
+    """d2l's AlexNet (8.1): five convs (11x11 stride 4 padded by 1, 5x5, three 3x3), 3x3 stride-2
+    max-pools after the first, second and fifth, then the dense head with dropout. Input 1x224x224.
+
+    Points: each conv (before its ReLU), each max-pool (``pool1``, ``pool2``, ``pool5``), the head's.
+    """
+
+    name: str = "alexnet"
+    in_channels: int = 1
+    num_classes: int = 10
+    dropout: float = 0.5
+    input_size: tuple[int, int] = (224, 224)
+
+    # (out_channels, kernel_size, stride, padding, max-pool after it) of each conv, as in the book
+    CONVS = (
+        (96, 11, 4, 1, True),
+        (256, 5, 1, 2, True),
+        (384, 3, 1, 1, False),
+        (384, 3, 1, 1, False),
+        (256, 3, 1, 1, True),
+    )
+
+    def build_graph(self, g: GraphBuilder) -> str:
+        """The flatten before fc6 holds 256 x 5 x 5 features at 224x224 (another ``input_size`` gives
+        another fc6)."""
+        X, channels, (h, w) = g.input, self.in_channels, self.input_size
+        for k, (out, kernel, stride, padding, pool) in enumerate(self.CONVS, start=1):
+            with g.group(f"conv{k}"):
+                X = g.relu(g.conv(f"conv{k}", X, channels, out, kernel, stride=stride, padding=padding))
+                h, w = (conv_output_size(size, kernel, stride, padding) for size in (h, w))
+                if pool:
+                    X = g.max_pool(X, 3, 2, name=f"pool{k}")
+                    h, w = (conv_output_size(size, 3, 2, 0) for size in (h, w))
+            channels = out
+        return dense_head(g, X, channels * h * w, (channels, h, w), self.num_classes, self.dropout)
+
+
+@dataclass(frozen=True)
+class VGG(Architecture):
+    """d2l's VGG (8.2): ``vgg_block``s of 3x3 padded convs with ReLUs, each block closed by a 2x2
+    max-pool, then the dense head with dropout. ``arch`` is ((num_convs, out_channels), ...); the
+    book's is VGG-11's, ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512)). Input 1x224x224.
+
+    Points: each conv (before its ReLU), each block's max-pool (``blocks.{i}``), the head's.
+    """
+
+    name: str = "vgg"
+    arch: tuple[tuple[int, int], ...] = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
+    in_channels: int = 1
+    num_classes: int = 10
+    dropout: float = 0.5
+    input_size: tuple[int, int] = (224, 224)
+
+    def build_graph(self, g: GraphBuilder) -> str:
+        X, channels = g.input, self.in_channels
+        for i, (num_convs, out) in enumerate(self.arch):
+            with g.group(f"blocks.{i}"):
+                for k in range(1, num_convs + 1):
+                    X = g.relu(g.conv(f"blocks.{i}.conv{k}", X, channels, out, 3, padding=1))
+                    channels = out
+                X = g.max_pool(X, 2, 2, name=f"blocks.{i}")
+        h, w = (size >> len(self.arch) for size in self.input_size)  # each block halves, rounding down
+        return dense_head(g, X, channels * h * w, (channels, h, w), self.num_classes, self.dropout)
 
 
 @dataclass(frozen=True)
