@@ -17,7 +17,8 @@ def run(capsys, *argv):
     [
         (
             ["compare", "regnetx33"],
-            "unknown model 'regnetx33'; known models: googlenet, inception_mnist, nin, regnetx32",
+            "unknown model 'regnetx33'; known models: alexnet, bnlenet, densenet, googlenet, inception_mnist, "
+            "lenet, nin, regnetx32, regnetx_16gf",
         ),
         (["compare", "regnetx32", "--frameworks", "torch,caffe"], "unknown framework 'caffe'"),
         (["compare", "regnetx32", "--frameworks", "torch"], "needs at least two frameworks"),

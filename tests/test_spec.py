@@ -48,7 +48,11 @@ def test_anynet_rejects_a_stage_whose_width_does_not_fit_its_group_width():
 
 
 def test_unknown_model_names_the_known_ones():
-    with pytest.raises(KeyError, match="known models: googlenet, inception_mnist, nin, regnetx32"):
+    with pytest.raises(
+        KeyError,
+        match="known models: alexnet, bnlenet, densenet, googlenet, inception_mnist, lenet, nin, regnetx32, "
+        "regnetx_16gf",
+    ):
         get_spec("regnetx33")
 
 
