@@ -1,5 +1,6 @@
 """The JAX/Flax backend: the adapter between the models (``impl_jax.anynet``,
-``impl_jax.inception``, ``impl_jax.classic``) and the parity harness.
+``impl_jax.inception``, ``impl_jax.classic``, ``impl_jax.resnet``, ``impl_jax.densenet``) and the
+parity harness.
 
 A linen module holds no state, so the native model is a ``FlaxModel``: the spec,
 the dtype, the pitfalls it is built with and the variables (``params``, and
@@ -38,8 +39,10 @@ from flax import linen as nn
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from impl_jax.anynet import AnyNet, ResNeXtBlock
-from impl_jax.classic import NiN
+from impl_jax.classic import VGG, AlexNet, BNLeNet, LeNet, NiN
+from impl_jax.densenet import DenseNet
 from impl_jax.inception import GoogLeNet, Inception, InceptionA, InceptionNet
+from impl_jax.resnet import Residual, ResidualBlock, ResidualNet, ResNet
 from parity import specs
 from parity.backends import Registry, SummaryRow, check_dtype, check_input
 from parity.hub import NameTable, check_native_shapes, from_native, leaves, to_native
@@ -93,6 +96,16 @@ NIN_TABLE = flax_table(
     (r"^head\.pool$", "avg_pool"),
     (r"^", "net."),
 )
+# d2l's LeNet, BNLeNet, AlexNet and VGG: one net Sequential holding the spec's layers by name (net/conv1,
+# net/pool1, net/fc6, net/drop6); VGG's block i is net/block{i}, its convs conv{k} and its max-pool pool.
+CLASSIC_TABLE = flax_table((r"^blocks\.(\d+)", r"block\1"), (r"^", "net."))
+# d2l's ResNet and Residual block: net/b1/conv, stage b{s}'s blocks net/b{s}/block{j}/conv1, net/last/fc.
+RESNET_TABLE = flax_table((r"^(b\d+)\.(\d+)", r"\1.block\2"), (r"^(b\d+|last)\b", r"net.\1"))
+# d2l's DenseNet: net/b1, conv block j of dense block i net/dense_blk{i}/block{j}/{bn,conv} (the block's
+# output is the concatenation), net/tran_blk{i}/{bn,conv,pool}, net/last/{bn,pool,fc}.
+DENSENET_TABLE = flax_table((r"^(dense_blk\d+)\.(\d+)", r"\1.block\2"), (r"^", "net."))
+# The tutorials' ResidualNet and ResidualBlock keep the canonical names (conv1, pool1, rblock1/conv2, fc).
+RESIDUAL_NET_TABLE = flax_table()
 
 REGISTRY = Registry(name)
 REGISTRY.register(specs.ResNeXtBlock, ResNeXtBlock.from_spec, ANYNET_TABLE)
@@ -102,6 +115,15 @@ REGISTRY.register(specs.GoogLeNet, GoogLeNet, GOOGLENET_TABLE)
 REGISTRY.register(specs.InceptionA, InceptionA.from_spec, INCEPTION_NET_TABLE)
 REGISTRY.register(specs.InceptionNet, InceptionNet.from_spec, INCEPTION_NET_TABLE)
 REGISTRY.register(specs.NiN, NiN, NIN_TABLE)
+REGISTRY.register(specs.LeNet, LeNet, CLASSIC_TABLE)
+REGISTRY.register(specs.BNLeNet, BNLeNet, CLASSIC_TABLE)
+REGISTRY.register(specs.AlexNet, AlexNet, CLASSIC_TABLE)
+REGISTRY.register(specs.VGG, VGG, CLASSIC_TABLE)
+REGISTRY.register(specs.Residual, Residual.from_spec, RESNET_TABLE)
+REGISTRY.register(specs.ResNet, ResNet, RESNET_TABLE)
+REGISTRY.register(specs.ResidualBlock, ResidualBlock.from_spec, RESIDUAL_NET_TABLE)
+REGISTRY.register(specs.ResidualNet, ResidualNet.from_spec, RESIDUAL_NET_TABLE)
+REGISTRY.register(specs.DenseNet, DenseNet, DENSENET_TABLE)
 
 VARIANTS = {
     "same_padding": "d2l's JAX code: Flax's padding='SAME' in every padded conv and pool instead of explicit "
@@ -176,27 +198,44 @@ def layer_summary(model: FlaxModel, input_shape: tuple[int, ...]) -> list[Summar
     rows = []
     for group, layer in _summary_layers(model.spec, _bound(model)):
         X = jax.eval_shape(layer, X)
-        rows.append(SummaryRow(type(layer).__name__, tuple(X.shape), str(X.shape), _params(layer), group))
+        rows.append(SummaryRow(_layer_name(layer), tuple(X.shape), str(X.shape), _params(layer), group))
     return rows
 
 
-def _summary_layers(spec: specs.Spec, bound: nn.Module) -> list[tuple[str, nn.Module]]:
+def _summary_layers(spec: specs.Spec, bound: nn.Module) -> list[tuple[str, Callable[..., Any]]]:
     """(canonical group, layer) for each top-level layer, as d2l's ``layer_summary`` runs them.
 
     The top-level layers are those of the model's ``net`` (the tutorials' net: its ``layers()``);
     a standalone block, whose spec has one group, is one layer. A layer's group is the
-    ``spec.summary_groups()`` group of the first activation point it computes; a layer that
-    computes none (a Flatten) joins the next layer's group, or the last group at the end.
+    ``spec.summary_groups()`` group of the first activation point it computes. The layers that
+    compute none (a sigmoid, a Flatten) between two that do take, in order, the groups of the graph's
+    nodes between those two layers' points where there are as many (LeNet's ``conv1 -> sigmoid ->
+    pool1``, ``pool2 -> Flatten -> fc1``); otherwise they join the next layer's group, or the last
+    group at the end.
     """
     if len(spec.summary_groups()) == 1:
         return [(spec.summary_groups()[0], bound)]
     net = getattr(bound, "net", None)
     prefix, layers = ("net/", net.layers) if net is not None else ("", bound.layers())
-    owners = [(_native_module(spec, node.name), node.group) for node in spec.graph() if node.point]
-    found = []
+    graph = spec.graph()
+    owners = [(_native_module(spec, node.name), i) for i, node in enumerate(graph) if node.point]
+    computed = []  # the graph indices of the points each layer computes
     for layer in layers:
-        path = prefix + layer.name
-        found.append(next((group for native, group in owners if native == path or native.startswith(path + "/")), None))
+        path = prefix + getattr(layer, "name", "")
+        computed.append([i for native, i in owners if native == path or native.startswith(path + "/")])
+    found: list[str | None] = [graph[points[0]].group if points else None for points in computed]
+    start = 0
+    while start < len(layers):
+        if computed[start]:
+            start += 1
+            continue
+        end = next((j for j in range(start, len(layers)) if computed[j]), len(layers))
+        after = computed[start - 1][-1] + 1 if start else 0
+        before = computed[end][0] if end < len(layers) else len(graph)
+        between = graph[after:before]
+        if len(between) == end - start:
+            found[start:end] = [node.group for node in between]
+        start = end
     for i in reversed(range(len(found))):
         if found[i] is None:
             found[i] = found[i + 1] if i + 1 < len(found) else spec.summary_groups()[-1]
@@ -248,9 +287,17 @@ def structure(model: FlaxModel) -> dict[str, tuple[int, int]]:
     return result
 
 
-def _params(module: nn.Module) -> int:
-    """The trainable parameters of a bound module."""
-    return int(sum(leaf.size for leaf in jax.tree_util.tree_leaves(module.variables.get("params", {}))))
+def _layer_name(layer: Callable[..., Any]) -> str:
+    """A summary row's layer: a module's class name, or a plain activation function's own name (``sigmoid``),
+    where its class would say only how JAX wraps it (``PjitFunction``, ``custom_jvp``)."""
+    return type(layer).__name__ if isinstance(layer, nn.Module) else layer.__name__
+
+
+def _params(layer: Callable[..., Any]) -> int:
+    """The trainable parameters of a bound module (none for a plain function)."""
+    if not isinstance(layer, nn.Module):
+        return 0
+    return int(sum(leaf.size for leaf in jax.tree_util.tree_leaves(layer.variables.get("params", {}))))
 
 
 def _bound(model: FlaxModel) -> nn.Module:
@@ -260,12 +307,15 @@ def _bound(model: FlaxModel) -> nn.Module:
 
 def _submodule(module: nn.Module, native_path: str) -> nn.Module:
     """The bound submodule at ``native_path`` (``net/stage1/block1/conv2``): a Sequential's layers by name,
-    other modules' submodules by attribute."""
+    other modules' submodules by attribute, or by name in a list that ``setup`` assigned (DenseNet's blocks)."""
     for part in native_path.split("/"):
         if isinstance(module, nn.Sequential):
             module = {getattr(layer, "name", None): layer for layer in module.layers}[part]
-        else:
+        elif hasattr(module, part):
             module = getattr(module, part)
+        else:
+            lists = [value for value in vars(module).values() if isinstance(value, (list, tuple))]
+            module = next(child for value in lists for child in value if getattr(child, "name", None) == part)
     return module
 
 

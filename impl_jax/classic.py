@@ -1,12 +1,16 @@
-"""d2l's Network in Network (NiN) in Flax linen (NHWC), built from a parity spec.
+"""d2l's classic CNNs in Flax linen (NHWC), built from parity specs: LeNet, BNLeNet, AlexNet,
+VGG and Network in Network (NiN).
 
-Read side by side with d2l-en ``chapter_convolutional-modern/nin.md`` (its JAX tab):
-the same ``nin_block`` and the same ``net`` Sequential, with block i's convs named
-``net/block{i}/conv{k}``. Unlike the book, every block's (out_channels, kernel_size,
-strides, padding), the dropout rate and the class count come from the spec, the
-padding is explicit and symmetric, the pools are named modules (so that their outputs
-can be inspected), the global average pool takes the whole feature map at any input
-size (the book's is a fixed 5x5 window), and every layer computes in ``dtype``.
+Read side by side with the JAX tabs of d2l-en ``chapter_convolutional-neural-networks/lenet.md``
+(``LeNet``), ``chapter_convolutional-modern/batch-norm.md`` (``BNLeNet``), ``alexnet.md``,
+``vgg.md`` (``vgg_block``) and ``nin.md`` (``nin_block``): the same ``net`` Sequentials. Unlike
+the book, layers are named as the spec names them (``net/conv1``, ``net/fc6``; VGG's block i's
+convs ``net/block{i}/conv{k}``, NiN's ``net/block{i}/conv{k}``), every numeric choice comes from
+the spec (channels, kernels, BatchNorm epsilon and momentum, dropout rate, the dense input size
+that AlexNet's and VGG's ``input_size`` gives), the padding is explicit and symmetric (AlexNet's
+``same_padding`` pitfall builds Flax's ``'SAME'``, a naive port), the pools are named modules (so
+that their outputs can be inspected), NiN's global average pool takes the whole feature map at
+any input size (the book's is a fixed 5x5 window), and every layer computes in ``dtype``.
 """
 
 from __future__ import annotations
@@ -18,10 +22,174 @@ from typing import Any
 import jax.numpy as jnp
 from flax import linen as nn
 
-from impl_jax.anynet import Flatten, GlobalAvgPool2D, MaxPool2D, Sequential, conv2d
+from impl_jax.anynet import (
+    AvgPool2D,
+    Flatten,
+    GlobalAvgPool2D,
+    MaxPool2D,
+    Sequential,
+    batch_norm,
+    conv2d,
+    dense,
+    padding,
+)
 from parity import specs
 
 Dtype = Any
+
+
+class LeNet(nn.Module):
+    """d2l's LeNet-5: two 5x5 convs, each with a sigmoid and a 2x2 average pool, then three dense
+    layers with sigmoids between. Input 28x28x1."""
+
+    spec: specs.LeNet = dataclasses.field(default_factory=specs.LeNet)
+    dtype: Dtype = jnp.float32
+
+    def setup(self) -> None:
+        conv = functools.partial(conv2d, use_bias=True, dtype=self.dtype)
+        fc = functools.partial(dense, dtype=self.dtype)
+        pool = functools.partial(AvgPool2D, window=2, strides=2, parent=None)
+        self.net = Sequential(
+            [
+                conv(6, 5, padding=2, name="conv1"),  # N x 28 x 28 x 6
+                nn.sigmoid,
+                pool(name="pool1"),  # N x 14 x 14 x 6
+                conv(16, 5, name="conv2"),  # N x 10 x 10 x 16
+                nn.sigmoid,
+                pool(name="pool2"),  # N x 5 x 5 x 16
+                Flatten(parent=None, name="flatten"),  # N x 400
+                fc(120, name="fc1"),
+                nn.sigmoid,
+                fc(84, name="fc2"),
+                nn.sigmoid,
+                fc(self.spec.num_classes, name="fc3"),
+            ]
+        )
+
+    def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
+        return self.net(X)
+
+
+class BNLeNet(nn.Module):
+    """d2l's LeNet with BatchNorm after every conv and after the first two dense layers (over the
+    features of an (N, C) input), each before its sigmoid; unpadded convs. Input 28x28x1."""
+
+    spec: specs.BNLeNet = dataclasses.field(default_factory=specs.BNLeNet)
+    training: bool = False
+    dtype: Dtype = jnp.float32
+
+    def setup(self) -> None:
+        conv = functools.partial(conv2d, use_bias=True, dtype=self.dtype)
+        fc = functools.partial(dense, dtype=self.dtype)
+        norm = functools.partial(
+            batch_norm,
+            training=self.training,
+            momentum=self.spec.bn_momentum,
+            epsilon=self.spec.bn_eps,
+            dtype=self.dtype,
+        )
+        pool = functools.partial(AvgPool2D, window=2, strides=2, parent=None)
+        self.net = Sequential(
+            [
+                conv(6, 5, name="conv1"),  # N x 24 x 24 x 6
+                norm(name="bn1"),
+                nn.sigmoid,
+                pool(name="pool1"),  # N x 12 x 12 x 6
+                conv(16, 5, name="conv2"),  # N x 8 x 8 x 16
+                norm(name="bn2"),
+                nn.sigmoid,
+                pool(name="pool2"),  # N x 4 x 4 x 16
+                Flatten(parent=None, name="flatten"),  # N x 256
+                fc(120, name="fc1"),
+                norm(name="bn3"),
+                nn.sigmoid,
+                fc(84, name="fc2"),
+                norm(name="bn4"),
+                nn.sigmoid,
+                fc(self.spec.num_classes, name="fc3"),
+            ]
+        )
+
+    def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
+        return self.net(X)
+
+
+def dense_head(num_classes: int, rate: float, *, training: bool, dtype: Dtype) -> list[Any]:
+    """AlexNet's and VGG's classifier after the flatten: fc6 and fc7 (4096, ReLU, dropout), then fc8."""
+    fc = functools.partial(dense, dtype=dtype)
+    dropout = functools.partial(nn.Dropout, rate, deterministic=not training, parent=None)
+    return [
+        fc(4096, name="fc6"),
+        nn.relu,
+        dropout(name="drop6"),
+        fc(4096, name="fc7"),
+        nn.relu,
+        dropout(name="drop7"),
+        fc(num_classes, name="fc8"),
+    ]
+
+
+class AlexNet(nn.Module):
+    """d2l's AlexNet: five convs with ReLUs, 3x3 stride-2 max-pools after the first, second and
+    fifth, then the dense head with dropout. fc6's input size follows ``spec.input_size``.
+
+    ``training`` makes the dropout drop (its rng is the ``dropout`` stream of ``apply``);
+    ``pitfalls``: ``same_padding`` puts Flax's ``'SAME'`` in every padded conv.
+    """
+
+    spec: specs.AlexNet = dataclasses.field(default_factory=specs.AlexNet)
+    pitfalls: frozenset[str] = frozenset()
+    training: bool = False
+    dtype: Dtype = jnp.float32
+
+    def setup(self) -> None:
+        pad = functools.partial(padding, same="same_padding" in self.pitfalls)
+        conv = functools.partial(conv2d, use_bias=True, dtype=self.dtype)
+        pool = functools.partial(MaxPool2D, window=3, strides=2, parent=None)
+        layers = []
+        for k, (out, kernel, strides, amount, pooled) in enumerate(self.spec.CONVS, start=1):
+            layers += [conv(out, kernel, strides=strides, padding=pad(amount), name=f"conv{k}"), nn.relu]
+            if pooled:
+                layers.append(pool(name=f"pool{k}"))
+        # Output shapes for a (1, 224, 224, 1) input, as d2l prints them: conv1 N x 54 x 54 x 96,
+        # pool1 N x 26 x 26 x 96, conv2 N x 26 x 26 x 256, pool2 N x 12 x 12 x 256, conv3 to conv5
+        # N x 12 x 12 x (384, 384, 256), pool5 N x 5 x 5 x 256, flatten N x 6400, fc6 and fc7 N x 4096.
+        head = dense_head(self.spec.num_classes, self.spec.dropout, training=self.training, dtype=self.dtype)
+        self.net = Sequential([*layers, Flatten(parent=None, name="flatten"), *head])
+
+    def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
+        return self.net(X)
+
+
+def vgg_block(num_convs: int, out_channels: int, *, dtype: Dtype, name: str) -> Sequential:
+    """``num_convs`` 3x3 convs padded by 1, each followed by a ReLU, then a 2x2 max-pool that halves
+    the height and width."""
+    layers = []
+    for k in range(1, num_convs + 1):
+        layers += [conv2d(out_channels, 3, padding=1, use_bias=True, dtype=dtype, name=f"conv{k}"), nn.relu]
+    layers.append(MaxPool2D(window=2, strides=2, parent=None, name="pool"))
+    return Sequential(layers, parent=None, name=name)
+
+
+class VGG(nn.Module):
+    """d2l's VGG: a ``vgg_block`` per (num_convs, out_channels) of ``spec.arch``, then the dense head
+    with dropout. fc6's input size follows ``spec.input_size``.
+
+    ``training`` makes the dropout drop (its rng is the ``dropout`` stream of ``apply``).
+    """
+
+    spec: specs.VGG = dataclasses.field(default_factory=specs.VGG)
+    training: bool = False
+    dtype: Dtype = jnp.float32
+
+    def setup(self) -> None:
+        conv_blks = [vgg_block(*b, dtype=self.dtype, name=f"block{i}") for i, b in enumerate(self.spec.arch)]
+        head = dense_head(self.spec.num_classes, self.spec.dropout, training=self.training, dtype=self.dtype)
+        # For a (1, 224, 224, 1) input, the book's arch gives N x 7 x 7 x 512 after the last block.
+        self.net = Sequential([*conv_blks, Flatten(parent=None, name="flatten"), *head])
+
+    def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
+        return self.net(X)
 
 
 def nin_block(

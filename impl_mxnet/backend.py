@@ -3,11 +3,12 @@
 Gluon is NCHW with PyTorch's kernel layouts, and its Dense flattens a feature map in
 PyTorch's (C, H, W) order, so every tensor maps to the canonical form unchanged; only
 the names differ. Native names are the ``collect_params()`` keys, which the explicit
-prefixes in ``impl_mxnet.anynet``, ``impl_mxnet.inception`` and ``impl_mxnet.classic``
-make predictable: ``stages.1.blocks.0.conv2.weight`` is ``stage2_block0_conv2_weight``,
-``b3.0.b2_2.weight`` is ``b3_inception0_p2_2_weight``, ``blocks.0.conv1.weight`` is
-``block0_conv1_weight``. The same tables name the Gluon blocks whose outputs are the
-activation points (a block's name is its prefix without the trailing ``_``).
+prefixes in the model files make predictable: ``stages.1.blocks.0.conv2.weight`` is
+``stage2_block0_conv2_weight``, ``b3.0.b2_2.weight`` is ``b3_inception0_p2_2_weight``,
+``blocks.0.conv1.weight`` is ``block0_conv1_weight``, ``b2.0.conv1.weight`` is
+``b2_block0_conv1_weight``, ``dense_blk1.0.conv.weight`` is ``dense_blk1_block0_conv_weight``.
+The same tables name the Gluon blocks whose outputs are the activation points (a block's name
+is its prefix without the trailing ``_``).
 
 The ``d2l_stage_bug`` variant is the book's AnyNet as its MXNet code really builds it.
 Its later blocks have other tensors than the spec says, so its weights are checked and
@@ -25,8 +26,10 @@ import numpy as np
 from mxnet import autograd, nd
 
 from impl_mxnet.anynet import AnyNet, ResNeXtBlock
-from impl_mxnet.classic import NiN
+from impl_mxnet.classic import VGG, AlexNet, BNLeNet, LeNet, NiN
+from impl_mxnet.densenet import DenseNet
 from impl_mxnet.inception import GoogLeNet, Inception, InceptionA, InceptionNet
+from impl_mxnet.resnet import Residual, ResidualBlock, ResidualNet, ResNet
 from parity import hub, specs
 from parity.backends import Registry, SummaryRow, check_dtype, check_input
 from parity.variants import check_variant
@@ -63,9 +66,17 @@ INCEPTION_TABLE = hub.NameTable(
     leaves=LEAVES,
     separator="_",
 )
-# d2l's NiN: block{i}_conv{k}, pool{i}, dropout, head_pool.
-NIN_TABLE = hub.NameTable(
+# d2l's classic nets: NiN's and VGG's block{i}_conv{k}, NiN's pool{i}; LeNet's, BNLeNet's and AlexNet's
+# layers keep the spec's names (conv1, bn3, pool5, fc6, drop6).
+CLASSIC_TABLE = hub.NameTable(
     modules=((r"^blocks\.(\d+)", r"block\1"), (r"^pools\.(\d+)", r"pool\1"), (r"\.", "_")), leaves=LEAVES, separator="_"
+)
+# d2l's ResNet and Residual block: b1_conv, stage b{i}'s block j b{i}_block{j}, last_pool, last_fc;
+# the tutorials' ResidualNet and ResidualBlock keep the canonical names (rblock1_conv2).
+RESNET_TABLE = hub.NameTable(modules=((r"^(b\d+)\.(\d+)", r"\1.block\2"), (r"\.", "_")), leaves=LEAVES, separator="_")
+# d2l's DenseNet: b1_conv, dense block i's conv block j dense_blk{i}_block{j} (bn, conv), tran_blk{i}_conv, last_fc.
+DENSENET_TABLE = hub.NameTable(
+    modules=((r"^(dense_blk\d+)\.(\d+)", r"\1.block\2"), (r"\.", "_")), leaves=LEAVES, separator="_"
 )
 
 REGISTRY = Registry(name)
@@ -75,9 +86,35 @@ REGISTRY.register(specs.Inception, Inception.from_spec, INCEPTION_TABLE)
 REGISTRY.register(specs.GoogLeNet, GoogLeNet, INCEPTION_TABLE)
 REGISTRY.register(specs.InceptionA, InceptionA.from_spec, INCEPTION_TABLE)
 REGISTRY.register(specs.InceptionNet, InceptionNet, INCEPTION_TABLE)
-REGISTRY.register(specs.NiN, NiN, NIN_TABLE)
+REGISTRY.register(specs.NiN, NiN, CLASSIC_TABLE)
+REGISTRY.register(specs.LeNet, LeNet, CLASSIC_TABLE)
+REGISTRY.register(specs.BNLeNet, BNLeNet, CLASSIC_TABLE)
+REGISTRY.register(specs.AlexNet, AlexNet, CLASSIC_TABLE)
+REGISTRY.register(specs.VGG, VGG, CLASSIC_TABLE)
+REGISTRY.register(specs.Residual, Residual.from_spec, RESNET_TABLE)
+REGISTRY.register(specs.ResNet, ResNet, RESNET_TABLE)
+REGISTRY.register(specs.ResidualBlock, ResidualBlock.from_spec, RESNET_TABLE)
+REGISTRY.register(specs.ResidualNet, ResidualNet, RESNET_TABLE)
+REGISTRY.register(specs.DenseNet, DenseNet, DENSENET_TABLE)
 
-Model = AnyNet | ResNeXtBlock | GoogLeNet | Inception | InceptionNet | InceptionA | NiN
+Model = (
+    AnyNet
+    | ResNeXtBlock
+    | GoogLeNet
+    | Inception
+    | InceptionNet
+    | InceptionA
+    | NiN
+    | LeNet
+    | BNLeNet
+    | AlexNet
+    | VGG
+    | Residual
+    | ResNet
+    | ResidualBlock
+    | ResidualNet
+    | DenseNet
+)
 
 
 def table(spec: specs.Spec, variant: str | None = None) -> hub.NameTable:
@@ -153,8 +190,9 @@ def forward(model: Model, x_nchw: np.ndarray, train: bool = False) -> np.ndarray
     Gluon writes BatchNorm running statistics only in the backward pass of a graph
     recorded under ``autograd.record()``; ``autograd.pause`` records nothing, even
     inside a caller's ``record()``, so no mode changes the model. ``train`` also makes
-    NiN's dropout drop, with MXNet's global RNG: no parity check runs NiN in train mode
-    with dropout active, so its masks need not match another framework's.
+    the dropout of NiN, AlexNet and VGG drop, with MXNet's global RNG: no parity check runs
+    these nets in train mode with dropout active, so their masks need not match another
+    framework's.
     """
     x = _input(model, x_nchw)
     with autograd.pause(train_mode=train):
@@ -171,21 +209,32 @@ def _summary_row(layer: mx.gluon.Block, output: nd.NDArray, group: str) -> Summa
 
 def layer_summary(model: Model, input_shape: tuple[int, ...]) -> list[SummaryRow]:
     """d2l's layer summary: a zero input through each layer of ``model.net`` in turn (a block is one row),
-    in eval mode, grouped by ``spec.summary_groups()``.
+    in eval mode, each row in the summary group of the spec's graph its layer belongs to.
 
-    Gluon's head is two layers (a global pool, then Dense or Flatten) where the spec has one
-    group: every layer past the spec's groups belongs to its last group.
+    Gluon's Sequentials are flatter than the spec's groups where the book's are (LeNet's conv and
+    pool, a global pool and its Dense): a layer belongs to the group of the first activation point
+    it computes, and a layer that computes none (an ``Activation``, a ``Flatten``) to its
+    predecessor's group.
     """
     X = _input(model, np.zeros(input_shape, dtype=model.dtype))
     layers = list(model.net) if hasattr(model, "net") else [model]  # d2l's nets keep their layers in ``net``
-    groups = model.spec.summary_groups()
-    groups += [groups[-1]] * (len(layers) - len(groups))
+    groups = _point_groups(model)
+    group = model.spec.summary_groups()[0]
     rows = []
     with autograd.pause(train_mode=False):
-        for layer, group in zip(layers, groups, strict=True):
+        for layer in layers:
             X = layer(X)
+            inside = []
+            layer.apply(inside.append)
+            group = next((groups[block] for block in inside if block in groups), group)
             rows.append(_summary_row(layer, X, group))
     return rows
+
+
+def _point_groups(model: Model) -> dict[mx.gluon.Block, str]:
+    """{Gluon block: summary group} of the blocks whose outputs are activation points."""
+    groups = {node.name: node.group for node in model.spec.graph()}
+    return {block: groups[point] for point, block in _activation_blocks(model).items()}
 
 
 def _settle() -> None:
@@ -227,8 +276,10 @@ def _layer_structure(layer: mx.gluon.Block) -> tuple[int, int]:
 
 
 def _blocks_by_name(model: Model) -> dict[str, mx.gluon.Block]:
+    """{name: block}. A container given the prefix ``""`` has its parent's name; the name means the
+    outer block, whose output is the whole (``apply`` visits a block after its children)."""
     by_name = {}
-    model.apply(lambda block: by_name.setdefault(block.name, block))
+    model.apply(lambda block: by_name.__setitem__(block.name, block))
     return by_name
 
 
@@ -244,8 +295,8 @@ def _activation_blocks(model: Model) -> dict[str, mx.gluon.Block]:
 def activations(model: Model, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
     """Eval-mode outputs of ``spec.activation_points()``, recorded by hooks that are removed afterwards.
 
-    d2l's Gluon convs fuse their ReLU (``activation="relu"``); the spec's point of such a
-    conv is its output before the ReLU, i.e. the input of the conv's ``act`` block.
+    d2l's Gluon convs and dense layers fuse their activation (``activation="relu"``); the spec's
+    point of such a layer is its output before the activation, i.e. the input of its ``act`` block.
     """
     x = _input(model, x_nchw)
     outputs = {}
@@ -258,7 +309,7 @@ def activations(model: Model, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
 
     handles = []
     for point, block in _activation_blocks(model).items():
-        if isinstance(block, mx.gluon.nn.Conv2D) and block.act is not None:
+        if getattr(block, "act", None) is not None:  # a Conv2D or Dense with a fused activation
             handles.append(block.act.register_forward_pre_hook(record_input(point)))
         else:
             handles.append(block.register_forward_hook(record_output(point)))

@@ -1,20 +1,164 @@
-"""d2l's NiN block and NiN (Network in Network) in Gluon, built from a ``parity.specs.NiN``.
+"""d2l's classic CNNs in Gluon, built from ``parity.specs`` objects: LeNet, BNLeNet, AlexNet, VGG
+(with ``vgg_block``), and NiN (with ``nin_block``).
 
-Read side by side with d2l (chapter_convolutional-modern/nin.md, MXNet tab). Differences
-from the book, all on purpose: every conv gets its input channels, so nothing is left to
-deferred initialisation; the block table, dropout rate, input channels and classes come
-from the spec; every layer has an explicit prefix, which makes parameter names
-predictable (``block0_conv1_weight`` is block 0's k x k conv, ``conv2``/``conv3`` its 1x1s).
+Read side by side with d2l (chapter_convolutional-neural-networks/lenet.md and
+chapter_convolutional-modern/batch-norm.md, alexnet.md, vgg.md, nin.md, MXNet tab).
+Differences from the book, all on purpose: every layer gets its input size
+(``in_channels`` / ``in_units``), so nothing is left to deferred initialisation; sizes,
+dropout rates, BatchNorm epsilon and momentum, input channels and classes come from the
+spec (AlexNet's first conv is padded by 1, as the book's PyTorch tab and the spec have
+it); every layer has an explicit prefix, which makes parameter names predictable: the
+spec's layer names (``conv1_weight``, ``bn3_gamma``, ``fc6_weight``), and block ``i``'s
+convs ``block{i}_conv{k}`` (``block0_conv1_weight`` is NiN's k x k conv, ``conv2``/``conv3``
+its 1x1s).
 
-The padding is the book's, symmetric on every side; Gluon's max-pool, like PyTorch's,
-floors the output size (``ceil_mode=False``).
+The book's Gluon convs and dense layers fuse their activation (``activation="relu"``),
+as here. Padding is symmetric on every side; Gluon's pools, like PyTorch's, floor the
+output size (``ceil_mode=False``), and a Dense flattens its NCHW input in PyTorch's
+(C, H, W) order.
 """
 
 from __future__ import annotations
 
 from mxnet.gluon import nn
 
+from impl_mxnet.anynet import batch_norm
 from parity import specs
+
+
+def _in_units(spec: specs.Architecture, path: str) -> int:
+    """The input size of the spec's dense layer ``path`` (AlexNet's and VGG's fc6 follow the input size)."""
+    return next(layer.in_features for layer in spec.layers() if layer.path == path)
+
+
+class LeNet(nn.Block):
+    """d2l's LeNet-5: ``net`` is a Sequential of two sigmoid convs, each followed by a 2x2 average
+    pool, and three dense layers (sigmoids on the first two)."""
+
+    def __init__(self, spec: specs.LeNet = specs.LeNet(), **kwargs):
+        super().__init__(**kwargs)
+        self.spec = spec
+        with self.name_scope():
+            self.net = nn.Sequential(prefix="")
+            with self.net.name_scope():
+                self.net.add(
+                    nn.Conv2D(
+                        6, kernel_size=5, padding=2, activation="sigmoid", in_channels=spec.in_channels, prefix="conv1_"
+                    ),
+                    nn.AvgPool2D(pool_size=2, strides=2, prefix="pool1_"),
+                    nn.Conv2D(16, kernel_size=5, activation="sigmoid", in_channels=6, prefix="conv2_"),
+                    nn.AvgPool2D(pool_size=2, strides=2, prefix="pool2_"),
+                    nn.Dense(120, activation="sigmoid", in_units=16 * 5 * 5, prefix="fc1_"),
+                    nn.Dense(84, activation="sigmoid", in_units=120, prefix="fc2_"),
+                    nn.Dense(spec.num_classes, in_units=84, prefix="fc3_"),
+                )
+
+    def forward(self, X):
+        return self.net(X)
+
+
+class BNLeNet(nn.Block):
+    """d2l's LeNet with batch normalization: BatchNorm after every conv and after the first two
+    dense layers (over the features of an (N, C) input), each before its sigmoid."""
+
+    def __init__(self, spec: specs.BNLeNet = specs.BNLeNet(), **kwargs):
+        super().__init__(**kwargs)
+        self.spec = spec
+        bn = dict(eps=spec.bn_eps, momentum=spec.bn_momentum)
+        with self.name_scope():
+            self.net = nn.Sequential(prefix="")
+            with self.net.name_scope():
+                self.net.add(
+                    nn.Conv2D(6, kernel_size=5, in_channels=spec.in_channels, prefix="conv1_"),
+                    batch_norm(6, **bn, prefix="bn1_"),
+                    nn.Activation("sigmoid", prefix="sigmoid1_"),
+                    nn.AvgPool2D(pool_size=2, strides=2, prefix="pool1_"),
+                    nn.Conv2D(16, kernel_size=5, in_channels=6, prefix="conv2_"),
+                    batch_norm(16, **bn, prefix="bn2_"),
+                    nn.Activation("sigmoid", prefix="sigmoid2_"),
+                    nn.AvgPool2D(pool_size=2, strides=2, prefix="pool2_"),
+                    nn.Dense(120, in_units=16 * 4 * 4, prefix="fc1_"),
+                    batch_norm(120, **bn, prefix="bn3_"),
+                    nn.Activation("sigmoid", prefix="sigmoid3_"),
+                    nn.Dense(84, in_units=120, prefix="fc2_"),
+                    batch_norm(84, **bn, prefix="bn4_"),
+                    nn.Activation("sigmoid", prefix="sigmoid4_"),
+                    nn.Dense(spec.num_classes, in_units=84, prefix="fc3_"),
+                )
+
+    def forward(self, X):
+        return self.net(X)
+
+
+def dense_head(in_units: int, num_classes: int, dropout: float) -> list[nn.Block]:
+    """AlexNet's and VGG's classifier: fc6 and fc7 (4096 units, ReLU, dropout), then fc8."""
+    return [
+        nn.Dense(4096, activation="relu", in_units=in_units, prefix="fc6_"),
+        nn.Dropout(dropout, prefix="drop6_"),
+        nn.Dense(4096, activation="relu", in_units=4096, prefix="fc7_"),
+        nn.Dropout(dropout, prefix="drop7_"),
+        nn.Dense(num_classes, in_units=4096, prefix="fc8_"),
+    ]
+
+
+class AlexNet(nn.Block):
+    """d2l's AlexNet: ``net`` is a Sequential of five ReLU convs, 3x3 stride-2 max-pools after the first,
+    second and fifth, and the dense head. Dropout drops only in training mode."""
+
+    def __init__(self, spec: specs.AlexNet = specs.AlexNet(), **kwargs):
+        super().__init__(**kwargs)
+        self.spec = spec
+        with self.name_scope():
+            self.net = nn.Sequential(prefix="")
+            with self.net.name_scope():
+                channels = spec.in_channels
+                for k, (out, kernel, strides, padding, pool) in enumerate(spec.CONVS, start=1):
+                    self.net.add(
+                        nn.Conv2D(
+                            out, kernel, strides, padding, activation="relu", in_channels=channels, prefix=f"conv{k}_"
+                        )
+                    )
+                    if pool:
+                        self.net.add(nn.MaxPool2D(pool_size=3, strides=2, prefix=f"pool{k}_"))
+                    channels = out
+                self.net.add(*dense_head(_in_units(spec, "fc6"), spec.num_classes, spec.dropout))
+
+    def forward(self, X):
+        return self.net(X)
+
+
+def vgg_block(num_convs: int, num_channels: int, *, in_channels: int, prefix: str) -> nn.Sequential:
+    """``num_convs`` 3x3 ReLU convs padded by 1 (``conv1``, ``conv2``, ...), then a 2x2 stride-2 max-pool."""
+    blk = nn.Sequential(prefix=prefix)
+    with blk.name_scope():
+        for k in range(1, num_convs + 1):
+            conv = nn.Conv2D(
+                num_channels, kernel_size=3, padding=1, activation="relu", in_channels=in_channels, prefix=f"conv{k}_"
+            )
+            blk.add(conv)
+            in_channels = num_channels
+        blk.add(nn.MaxPool2D(pool_size=2, strides=2, prefix="pool_"))
+    return blk
+
+
+class VGG(nn.Block):
+    """d2l's VGG: ``net`` is a Sequential of one ``vgg_block`` per (num_convs, num_channels) of
+    ``spec.arch``, then the dense head. Dropout drops only in training mode."""
+
+    def __init__(self, spec: specs.VGG = specs.VGG(), **kwargs):
+        super().__init__(**kwargs)
+        self.spec = spec
+        with self.name_scope():
+            self.net = nn.Sequential(prefix="")
+            with self.net.name_scope():
+                in_channels = spec.in_channels
+                for i, (num_convs, num_channels) in enumerate(spec.arch):
+                    self.net.add(vgg_block(num_convs, num_channels, in_channels=in_channels, prefix=f"block{i}_"))
+                    in_channels = num_channels
+                self.net.add(*dense_head(_in_units(spec, "fc6"), spec.num_classes, spec.dropout))
+
+    def forward(self, X):
+        return self.net(X)
 
 
 def nin_block(

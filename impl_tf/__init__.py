@@ -1,5 +1,6 @@
-"""d2l's AnyNet/RegNetX, ResNeXt block, Inception block, GoogLeNet and NiN, and the tutorials'
-InceptionA MNIST net, in Keras 3 on the TensorFlow backend.
+"""d2l's LeNet, BNLeNet, AlexNet, VGG, NiN, GoogLeNet and Inception block, ResNet and Residual
+block, DenseNet, AnyNet/RegNetX and ResNeXt block, and the tutorials' InceptionA and residual MNIST
+nets, in Keras 3 on the TensorFlow backend.
 
 Importing this package pins ``KERAS_BACKEND=tensorflow`` before Keras is
 imported, whatever the user's environment says: the models and the backend use
@@ -29,7 +30,28 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from impl_tf.anynet import AnyNet, RegNetX32, ResNeXtBlock  # noqa: E402  (Keras after the pin)
-from impl_tf.classic import NiN  # noqa: E402
+from impl_tf.classic import VGG, AlexNet, BNLeNet, LeNet, NiN  # noqa: E402
+from impl_tf.densenet import DenseNet  # noqa: E402
 from impl_tf.inception import GoogLeNet, Inception, InceptionA, InceptionNet  # noqa: E402
+from impl_tf.resnet import Residual, ResidualBlock, ResidualNet, ResNet, ResNet18  # noqa: E402
 
-__all__ = ["AnyNet", "GoogLeNet", "Inception", "InceptionA", "InceptionNet", "NiN", "RegNetX32", "ResNeXtBlock"]
+__all__ = [
+    "VGG",
+    "AlexNet",
+    "AnyNet",
+    "BNLeNet",
+    "DenseNet",
+    "GoogLeNet",
+    "Inception",
+    "InceptionA",
+    "InceptionNet",
+    "LeNet",
+    "NiN",
+    "RegNetX32",
+    "ResNeXtBlock",
+    "ResNet",
+    "ResNet18",
+    "Residual",
+    "ResidualBlock",
+    "ResidualNet",
+]

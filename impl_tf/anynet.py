@@ -117,9 +117,16 @@ class LayerMaker:
     def relu(self, *, name: str) -> layers.Activation:
         return layers.Activation("relu", name=name, dtype=self.dtype)
 
+    def sigmoid(self, *, name: str) -> layers.Activation:
+        return layers.Activation("sigmoid", name=name, dtype=self.dtype)
+
     def max_pool(self, pool_size: int, *, strides: int, name: str) -> layers.MaxPooling2D:
         """An unpadded max-pool ('valid', as PyTorch's ``MaxPool2d`` without padding)."""
         return layers.MaxPooling2D(pool_size, strides=strides, name=name, dtype=self.dtype)
+
+    def avg_pool(self, pool_size: int, *, strides: int, name: str) -> layers.AveragePooling2D:
+        """An unpadded average pool ('valid', as PyTorch's ``AvgPool2d`` without padding)."""
+        return layers.AveragePooling2D(pool_size, strides=strides, name=name, dtype=self.dtype)
 
     def global_avg_pool(self, *, name: str) -> layers.GlobalAveragePooling2D:
         return layers.GlobalAveragePooling2D(name=name, dtype=self.dtype)

@@ -6,7 +6,9 @@ Native names are Keras layer paths relative to the model, e.g. ``net/stage1/bloc
 for a model whose variable path is ``anynet/net/stage1/block0/conv2/kernel``. Each table maps
 canonical module paths, of weights and of activation points, to native ones: AnyNet names its
 stages from 1 as d2l does (``f'stage{i+1}'``), d2l's Inception block its paths ``p1_1`` ...
-``p4_2``, and GoogLeNet's classifier is ``net/fc`` where AnyNet's is ``net/head/fc``.
+``p4_2``, and GoogLeNet's classifier is ``net/fc`` where AnyNet's is ``net/head/fc``; the blocks
+inside a stage or a Sequential are ``block{j}`` (NiN's and VGG's ``net/block{i}``, ResNet's
+``net/b2/block0``, DenseNet's ``net/dense_blk1/block0``).
 
 Activations are recorded while the model runs eagerly: every layer's ``call`` is shadowed for
 that run by one that keeps its output under the layer's native path (``_recording``).
@@ -31,8 +33,10 @@ import numpy as np
 import tensorflow as tf
 
 from impl_tf.anynet import AnyNet, ResNeXtBlock
-from impl_tf.classic import NiN
+from impl_tf.classic import VGG, AlexNet, BNLeNet, LeNet, NiN
+from impl_tf.densenet import DenseNet
 from impl_tf.inception import GoogLeNet, Inception, InceptionA, InceptionNet
+from impl_tf.resnet import Residual, ResidualBlock, ResidualNet, ResNet
 from parity import specs
 from parity.backends import InputError, Registry, SummaryRow, check_dtype, check_input
 from parity.hub import NameTable, check_native_shapes, from_native, leaves, to_native
@@ -107,6 +111,28 @@ NIN_TABLE = NameTable(
     **_KERAS,
 )
 
+# d2l's LeNet, BNLeNet, AlexNet and VGG: one flat Sequential, net/conv1, net/pool1, net/fc6, net/drop6;
+# VGG's blocks net/block{i}/conv{k}, each block's output (after its max-pool) net/block{i}.
+CLASSIC_TABLE = NameTable(modules=((r"^blocks\.(\d+)", r"block\1"), (r"^", "net/"), (r"\.", "/")), **_KERAS)
+
+# d2l's ResNet and Residual block (a standalone block's paths are its own: conv1, bn1, ...), and
+# the tutorials' ResidualBlock: net/b1/conv, stages net/b{s}/block{j}/conv1, net/last/fc.
+RESNET_TABLE = NameTable(
+    modules=((r"^(b\d+)\.(\d+)\b", r"net/\1/block\2"), (r"^(b1|last)\b", r"net/\1"), (r"\.", "/")),
+    **_KERAS,
+)
+
+# The tutorials' residual MNIST net: one flat Sequential; it pools, then applies ReLU, so the point
+# pool{i}, after both, is the output of relu{i} (as in InceptionNet).
+RESIDUAL_NET_TABLE = NameTable(
+    modules=((r"^pool(\d)$", r"relu\1"), (r"^", "net/"), (r"\.", "/")),
+    **_KERAS,
+)
+
+# d2l's DenseNet: net/b1, conv block j of dense block i net/dense_blk{i}/block{j}/{bn,conv} (the
+# block's output is the concatenation), net/tran_blk{i}/{bn,conv,pool}, net/last/{bn,pool,fc}.
+DENSENET_TABLE = NameTable(modules=((r"^(dense_blk\d+)\.(\d+)", r"\1/block\2"), (r"^", "net/"), (r"\.", "/")), **_KERAS)
+
 REGISTRY = Registry(name)
 REGISTRY.register(specs.ResNeXtBlock, ResNeXtBlock, ANYNET_TABLE)
 REGISTRY.register(specs.AnyNet, AnyNet, ANYNET_TABLE)
@@ -115,8 +141,34 @@ REGISTRY.register(specs.GoogLeNet, GoogLeNet, INCEPTION_TABLE)
 REGISTRY.register(specs.InceptionA, InceptionA, INCEPTION_TABLE)
 REGISTRY.register(specs.InceptionNet, InceptionNet, INCEPTION_TABLE)
 REGISTRY.register(specs.NiN, NiN, NIN_TABLE)
+REGISTRY.register(specs.LeNet, LeNet, CLASSIC_TABLE)
+REGISTRY.register(specs.BNLeNet, BNLeNet, CLASSIC_TABLE)
+REGISTRY.register(specs.AlexNet, AlexNet, CLASSIC_TABLE)
+REGISTRY.register(specs.VGG, VGG, CLASSIC_TABLE)
+REGISTRY.register(specs.Residual, Residual, RESNET_TABLE)
+REGISTRY.register(specs.ResNet, ResNet, RESNET_TABLE)
+REGISTRY.register(specs.ResidualBlock, ResidualBlock, RESNET_TABLE)
+REGISTRY.register(specs.ResidualNet, ResidualNet, RESIDUAL_NET_TABLE)
+REGISTRY.register(specs.DenseNet, DenseNet, DENSENET_TABLE)
 
-Model = AnyNet | ResNeXtBlock | Inception | GoogLeNet | InceptionA | InceptionNet | NiN
+Model = (
+    AnyNet
+    | ResNeXtBlock
+    | Inception
+    | GoogLeNet
+    | InceptionA
+    | InceptionNet
+    | NiN
+    | LeNet
+    | BNLeNet
+    | AlexNet
+    | VGG
+    | Residual
+    | ResNet
+    | ResidualBlock
+    | ResidualNet
+    | DenseNet
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,8 +240,10 @@ def layer_summary(model: Model, input_shape: tuple[int, ...]) -> list[SummaryRow
 
     The top-level layers are those of ``model.net`` (d2l's Sequential); a standalone block is one
     layer. A layer's group is the ``spec.summary_groups()`` group of the first activation point it
-    computes; a layer that computes none (a Flatten, InceptionNet's max-pools) joins the next
-    layer's group, or the last group at the end.
+    computes; a layer that computes none takes the group of the spec op it computes (a ReLU after
+    a conv point, a flatten before a dense one), found in the graph between the points around it;
+    a layer that computes no op of the graph (a padding step) joins the next layer's group, or the
+    last group at the end.
     """
     spec = model.spec
     if len(input_shape) != 4 or input_shape[-1] != spec.in_channels:
@@ -341,14 +395,47 @@ def _native_layer(model: Model, path: str) -> keras.Layer:
     return layer
 
 
+# The spec op of each kind of Keras layer that may stand between activation points (a padding
+# step computes none of its own: it belongs to the conv after it).
+_LAYER_OPS = {
+    keras.layers.Flatten: "flatten",
+    keras.layers.Dropout: "dropout",
+    keras.layers.MaxPooling2D: "max_pool",
+    keras.layers.AveragePooling2D: "avg_pool",
+    keras.layers.GlobalAveragePooling2D: "global_avg_pool",
+}
+
+
+def _layer_op(layer: keras.Layer) -> str | None:
+    if isinstance(layer, keras.layers.Activation):
+        return layer.activation.__name__  # "relu", "sigmoid"
+    return next((op for kind, op in _LAYER_OPS.items() if isinstance(layer, kind)), None)
+
+
 def _summary_groups(model: Model) -> list[str]:
     """The canonical group of each of ``model.net``'s top-level layers (see ``layer_summary``)."""
     spec = model.spec
-    owners = [(_native_module(spec, node.name), node.group) for node in spec.graph() if node.point]
-    found = []
-    for layer in model.net.layers:
+    nodes = spec.graph()
+    native = {node.name: _native_module(spec, node.name) for node in nodes if node.point}
+
+    def points(layer: keras.Layer) -> list[int]:
         path = f"net/{layer.name}"
-        found.append(next((group for native, group in owners if native == path or native.startswith(path + "/")), None))
+        return [i for i, node in enumerate(nodes) if node.point and (native[node.name] + "/").startswith(path + "/")]
+
+    computed = [points(layer) for layer in model.net.layers]
+    found = [nodes[indices[0]].group if indices else None for indices in computed]
+    # A layer that computes no point: the first op of its kind among the graph's nodes after the
+    # last one placed and before the next layer's first point.
+    placed = -1
+    for k, layer in enumerate(model.net.layers):
+        if computed[k]:
+            placed = computed[k][-1]
+            continue
+        until = next((indices[0] for indices in computed[k + 1 :] if indices), len(nodes))
+        op = _layer_op(layer)
+        match = next((i for i in range(placed + 1, until) if not nodes[i].point and nodes[i].op == op), None)
+        if match is not None:
+            found[k], placed = nodes[match].group, match
     for i in reversed(range(len(found))):
         if found[i] is None:
             found[i] = found[i + 1] if i + 1 < len(found) else spec.summary_groups()[-1]

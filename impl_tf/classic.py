@@ -1,15 +1,28 @@
-"""d2l's Network in Network (NiN) in Keras 3, built from a parity spec.
+"""d2l's classic CNNs in Keras 3, built from parity specs: LeNet and BNLeNet, AlexNet, VGG and
+Network in Network (NiN).
 
-Read side by side with d2l-en ``chapter_convolutional-modern/nin.md``, the TensorFlow tab:
-the same ``nin_block`` and the same flat Sequential ``net``, with every block's
-(out_channels, kernel_size, strides, padding), the dropout rate and the class count taken
-from the spec. The differences are on purpose:
+Read side by side with d2l-en (chapter_convolutional-neural-networks/lenet.md,
+chapter_convolutional-modern: batch-norm.md, alexnet.md, vgg.md, nin.md), the TensorFlow tabs:
+the same flat Sequential ``net`` (VGG's and NiN's of blocks, ``vgg_block`` and ``nin_block``),
+with every number taken from the spec. The differences are on purpose:
 
 - symmetric padding: ``ZeroPadding2D(padding)`` (``conv1_pad``) before a 'valid' k x k
-  convolution, where the book writes ``padding='same'`` (the same zeros at stride 1);
-- every layer is named (``block{i}/conv{k}``, ``pool{i}``) and computes in the model's dtype;
-- ``model.build((None, None, None, in_channels))`` creates every variable, Xavier-uniform
-  kernels as d2l's ``init_cnn``.
+  convolution, where the book writes ``padding='same'`` (the same zeros at stride 1, not at
+  AlexNet's stride 4);
+- each activation is a layer of its own (``relu1``, ``sigmoid1``), so the conv or dense output
+  before it is an activation point (the book folds it in with ``activation=...``);
+- BatchNormalization takes the spec's epsilon and momentum (Keras' defaults are 1e-3 and 0.99);
+- VGG's dense head is part of the flat ``net``, as in the book's PyTorch tab, so that fc6, fc7
+  and fc8 are summary rows of their own;
+- every layer is named (LeNet's ``conv1`` ... ``fc3``, AlexNet's and VGG's ``fc6`` ... ``fc8``,
+  VGG's ``block{i}/conv{k}``, NiN's ``block{i}/conv{k}``, ``pool{i}``) and computes in the
+  model's dtype;
+- ``model.build`` creates every variable, Xavier-uniform kernels as d2l's ``init_cnn``; the dense
+  layers after a flatten see (H, W, C) order, and ``parity.hub`` permutes the canonical (C, H, W)
+  weights for them.
+
+Dropout drops in training mode only (``forward(train=True)``), with Keras' own seeds: no parity
+check runs these nets in training mode, so their masks need not match another framework's.
 """
 
 from __future__ import annotations
@@ -19,6 +32,180 @@ from keras import layers
 
 from impl_tf.anynet import LayerMaker
 from parity import specs
+
+
+class LeNet(keras.Model):
+    """d2l's LeNet-5: two 5x5 convs, each with a sigmoid and a 2x2 average pool, then three dense
+    layers with sigmoids between (``net``: one flat Sequential, as in the book)."""
+
+    def __init__(
+        self,
+        spec: specs.LeNet = specs.LeNet(),
+        *,
+        dtype: str = "float32",
+        seed: int = 0,
+        pitfalls: frozenset[str] = frozenset(),
+        name: str = "lenet",
+    ):
+        super().__init__(name=name, dtype=dtype)
+        self.spec, self.pitfalls = spec, frozenset(pitfalls)
+        make = LayerMaker.for_spec(spec, dtype, seed, pitfalls)
+        # Output shapes for a (1, 28, 28, 1) input.
+        self.net = make.sequential(
+            [
+                *make.padded_conv(6, 5, 2, name="conv1"),  # N x 28 x 28 x 6
+                make.sigmoid(name="sigmoid1"),
+                make.avg_pool(2, strides=2, name="pool1"),  # N x 14 x 14 x 6
+                make.conv(16, 5, name="conv2"),  # N x 10 x 10 x 16
+                make.sigmoid(name="sigmoid2"),
+                make.avg_pool(2, strides=2, name="pool2"),  # N x 5 x 5 x 16
+                layers.Flatten(name="flatten", dtype=dtype),  # N x 400, in (H, W, C) order
+                make.dense(120, name="fc1"),
+                make.sigmoid(name="sigmoid3"),
+                make.dense(84, name="fc2"),
+                make.sigmoid(name="sigmoid4"),
+                make.dense(spec.num_classes, name="fc3"),
+            ],
+            name="net",
+        )
+
+    def build(self, input_shape):
+        self.net.build(input_shape)
+
+    def call(self, X, training=False):
+        return self.net(X, training=training)
+
+
+class BNLeNet(keras.Model):
+    """d2l's LeNet with batch normalization: BatchNorm after every conv (over channels) and after
+    the first two dense layers (over features), each before its sigmoid; unpadded convs."""
+
+    def __init__(
+        self,
+        spec: specs.BNLeNet = specs.BNLeNet(),
+        *,
+        dtype: str = "float32",
+        seed: int = 0,
+        pitfalls: frozenset[str] = frozenset(),
+        name: str = "bnlenet",
+    ):
+        super().__init__(name=name, dtype=dtype)
+        self.spec, self.pitfalls = spec, frozenset(pitfalls)
+        make = LayerMaker.for_spec(spec, dtype, seed, pitfalls)
+        # Output shapes for a (1, 28, 28, 1) input.
+        self.net = make.sequential(
+            [
+                make.conv(6, 5, name="conv1"),  # N x 24 x 24 x 6
+                make.batch_norm(name="bn1"),
+                make.sigmoid(name="sigmoid1"),
+                make.avg_pool(2, strides=2, name="pool1"),  # N x 12 x 12 x 6
+                make.conv(16, 5, name="conv2"),  # N x 8 x 8 x 16
+                make.batch_norm(name="bn2"),
+                make.sigmoid(name="sigmoid2"),
+                make.avg_pool(2, strides=2, name="pool2"),  # N x 4 x 4 x 16
+                layers.Flatten(name="flatten", dtype=dtype),  # N x 256, in (H, W, C) order
+                make.dense(120, name="fc1"),
+                make.batch_norm(name="bn3"),  # over the (N, 120) features
+                make.sigmoid(name="sigmoid3"),
+                make.dense(84, name="fc2"),
+                make.batch_norm(name="bn4"),
+                make.sigmoid(name="sigmoid4"),
+                make.dense(spec.num_classes, name="fc3"),
+            ],
+            name="net",
+        )
+
+    def build(self, input_shape):
+        self.net.build(input_shape)
+
+    def call(self, X, training=False):
+        return self.net(X, training=training)
+
+
+def dense_head(make: LayerMaker, num_classes: int, dropout: float, seed: int) -> list[layers.Layer]:
+    """AlexNet's and VGG's classifier: flatten, fc6 and fc7 (4096 units, ReLU, dropout), fc8."""
+    dtype = make.dtype
+    return [
+        layers.Flatten(name="flatten", dtype=dtype),  # in (H, W, C) order
+        make.dense(4096, name="fc6"),
+        make.relu(name="relu6"),
+        layers.Dropout(dropout, seed=seed, name="drop6", dtype=dtype),
+        make.dense(4096, name="fc7"),
+        make.relu(name="relu7"),
+        layers.Dropout(dropout, seed=seed + 1, name="drop7", dtype=dtype),
+        make.dense(num_classes, name="fc8"),
+    ]
+
+
+class AlexNet(keras.Model):
+    """d2l's AlexNet: five convs with ReLUs (3x3 stride-2 max-pools after the first, second and
+    fifth), then the dense head with dropout. The flatten's size follows ``spec.input_size``."""
+
+    def __init__(
+        self,
+        spec: specs.AlexNet = specs.AlexNet(),
+        *,
+        dtype: str = "float32",
+        seed: int = 0,
+        pitfalls: frozenset[str] = frozenset(),
+        name: str = "alexnet",
+    ):
+        super().__init__(name=name, dtype=dtype)
+        self.spec, self.pitfalls = spec, frozenset(pitfalls)
+        make = LayerMaker.for_spec(spec, dtype, seed, pitfalls)
+        features = []
+        # (out_channels, kernel_size, strides, padding, max-pool after it) of each conv
+        for k, (out_channels, kernel_size, strides, padding, pool) in enumerate(spec.CONVS, start=1):
+            features += [
+                *make.padded_conv(out_channels, kernel_size, padding, strides=strides, name=f"conv{k}"),
+                make.relu(name=f"relu{k}"),
+            ]
+            if pool:
+                features.append(make.max_pool(3, strides=2, name=f"pool{k}"))
+        # For a (1, 224, 224, 1) input: conv1 N x 54 x 54 x 96, pool1 N x 26 x 26 x 96,
+        # pool2 N x 12 x 12 x 256, pool5 N x 5 x 5 x 256, fc8 N x num_classes.
+        self.net = make.sequential([*features, *dense_head(make, spec.num_classes, spec.dropout, seed)], name="net")
+
+    def build(self, input_shape):
+        self.net.build(input_shape)
+
+    def call(self, X, training=False):
+        return self.net(X, training=training)
+
+
+def vgg_block(make: LayerMaker, num_convs: int, out_channels: int, *, name: str) -> keras.Sequential:
+    """``num_convs`` 3x3 convs padded by 1, each followed by a ReLU, then a 2x2 stride-2 max-pool."""
+    convs = []
+    for k in range(1, num_convs + 1):
+        convs += [*make.padded_conv(out_channels, 3, 1, name=f"conv{k}"), make.relu(name=f"relu{k}")]
+    return make.sequential([*convs, make.max_pool(2, strides=2, name="pool")], name=name)
+
+
+class VGG(keras.Model):
+    """d2l's VGG: one ``vgg_block`` per (num_convs, out_channels) of ``spec.arch`` (the book's is
+    VGG-11's), then the dense head with dropout. The flatten's size follows ``spec.input_size``."""
+
+    def __init__(
+        self,
+        spec: specs.VGG = specs.VGG(),
+        *,
+        dtype: str = "float32",
+        seed: int = 0,
+        pitfalls: frozenset[str] = frozenset(),
+        name: str = "vgg",
+    ):
+        super().__init__(name=name, dtype=dtype)
+        self.spec, self.pitfalls = spec, frozenset(pitfalls)
+        make = LayerMaker.for_spec(spec, dtype, seed, pitfalls)
+        # For a (1, 224, 224, 1) input the blocks give N x 112 x 112 x 64 ... N x 7 x 7 x 512.
+        blocks = [vgg_block(make, *arch, name=f"block{i}") for i, arch in enumerate(spec.arch)]
+        self.net = make.sequential([*blocks, *dense_head(make, spec.num_classes, spec.dropout, seed)], name="net")
+
+    def build(self, input_shape):
+        self.net.build(input_shape)
+
+    def call(self, X, training=False):
+        return self.net(X, training=training)
 
 
 def nin_block(
@@ -42,8 +229,7 @@ class NiN(keras.Model):
     """d2l's NiN: four ``nin_block``s with 3x3 stride-2 max-pools between the first three, dropout
     before the last, whose ``num_classes`` channels are averaged globally into the logits.
 
-    Dropout drops in training mode only (``forward(train=True)``), with Keras' own seeds: no
-    parity check runs NiN in training mode, so its masks need not match another framework's.
+    Dropout drops in training mode only (see the module's docstring).
     """
 
     def __init__(

@@ -1,5 +1,6 @@
 """The PyTorch backend: the adapter between the models (``impl_torch.anynet``,
-``impl_torch.inception``, ``impl_torch.classic``) and the parity harness.
+``impl_torch.inception``, ``impl_torch.classic``, ``impl_torch.resnet``, ``impl_torch.densenet``)
+and the parity harness.
 
 PyTorch's layouts are the canonical ones, so every tensor maps by name alone, and
 PyTorch flattens a feature map in the canonical (C, H, W) order.
@@ -8,13 +9,16 @@ with ``torch.func.functional_call`` on copies of its buffers (so train-mode
 BatchNorm updates the copies' running statistics, never the model's), under
 ``torch.no_grad()``, and restore every module's train/eval flag afterwards.
 Activations are recorded by forward hooks on the modules that the spec's activation
-points name; the layer summary's groups are read from the same mapping.
+points name; a point that no module outputs (the concatenations inside d2l's DenseBlock) is
+computed from its node's recorded inputs. The layer summary's groups are read from the same
+mapping and the spec's graph.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import functools
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -22,9 +26,11 @@ from torch import nn
 from torch.func import functional_call
 
 from impl_torch.anynet import AnyNet, ResNeXtBlock
-from impl_torch.classic import NiN
+from impl_torch.classic import VGG, AlexNet, BNLeNet, LeNet, NiN
+from impl_torch.densenet import DenseNet
 from impl_torch.inception import GoogLeNet, Inception, InceptionA, InceptionNet
-from parity import specs
+from impl_torch.resnet import Residual, ResidualBlock, ResidualNet, ResNet
+from parity import reference, specs
 from parity.backends import Registry, SummaryRow, check_dtype, check_input
 from parity.hub import CANONICAL_LEAVES, NameTable, check_native_shapes, from_native, to_native
 from parity.specs import OUTPUT
@@ -78,6 +84,82 @@ NIN_TABLE = NameTable(
     leaves=CANONICAL_LEAVES,
 )
 
+
+def sequential_table(indices: Mapping[str, int]) -> NameTable:
+    """The table of a net whose canonical layers and points are entries of d2l's one unnamed
+    Sequential: canonical ``name`` is ``net.{indices[name]}``."""
+    return NameTable(modules=((r"^\w+$", lambda m: f"net.{indices[m[0]]}"),), leaves=CANONICAL_LEAVES)
+
+
+# d2l's LeNet, BNLeNet and AlexNet: the index of each layer and point in the book's Sequential
+# (a sigmoid or ReLU follows every conv, BatchNorm and hidden dense layer; fc6 follows a Flatten).
+LENET_TABLE = sequential_table({"conv1": 0, "pool1": 2, "conv2": 3, "pool2": 5, "fc1": 7, "fc2": 9, "fc3": 11})
+BNLENET_TABLE = sequential_table(
+    {"conv1": 0, "bn1": 1, "pool1": 3, "conv2": 4, "bn2": 5, "pool2": 7}
+    | {"fc1": 9, "bn3": 10, "fc2": 12, "bn4": 13, "fc3": 15}
+)
+ALEXNET_TABLE = sequential_table(
+    {"conv1": 0, "pool1": 2, "conv2": 3, "pool2": 5, "conv3": 6, "conv4": 8, "conv5": 10, "pool5": 12}
+    | {"fc6": 14, "drop6": 16, "fc7": 17, "drop7": 19, "fc8": 20}
+)
+
+
+@functools.cache
+def vgg_table(spec: specs.VGG) -> NameTable:
+    """d2l's VGG: block i at ``net.{i}``, its conv k at index 2 * (k - 1) (each conv is followed by
+    its ReLU; the block's output is its max-pool's); the Flatten follows the blocks, so the head's
+    indices depend on ``len(spec.arch)`` (fc6 is ``net.6`` in the book's VGG-11)."""
+    head = {"fc6": 1, "drop6": 3, "fc7": 4, "drop7": 6, "fc8": 7}  # after the Flatten
+    return NameTable(
+        modules=(
+            (r"^blocks\.(\d+)", r"net.\1"),
+            (r"\.conv(\d+)$", lambda m: f".{2 * (int(m[1]) - 1)}"),
+            (r"^(fc|drop)\d$", lambda m: f"net.{len(spec.arch) + head[m[0]]}"),
+        ),
+        leaves=CANONICAL_LEAVES,
+    )
+
+
+# d2l's ResNet and Residual block: b1 is the Sequential's first entry, net.0 (conv, BN, ReLU,
+# max-pool); stages net.b2 ... hold the blocks by index; last = (pool, flatten, Linear).
+# A standalone Residual block keeps the canonical names (conv1, bn1, conv2, bn2, conv3).
+RESNET_TABLE = NameTable(
+    modules=(
+        (r"^b1\.conv$", "net.0.0"),
+        (r"^b1\.bn$", "net.0.1"),
+        (r"^b1$", "net.0"),
+        (r"^(b\d+\.\d+)", r"net.\1"),
+        (r"^last\.pool$", "net.last.0"),
+        (r"^last\.fc$", "net.last.2"),
+    ),
+    leaves=CANONICAL_LEAVES,
+)
+
+# The tutorials' residual MNIST net and ResidualBlock keep the canonical names.
+RESIDUAL_NET_TABLE = NameTable(modules=(), leaves=CANONICAL_LEAVES)
+
+# d2l's DenseNet: b1 as ResNet's; conv block j of dense_blk{i} is net.dense_blk{i}.net.{j} with its
+# BN at .0 and conv at .2; a transition block's BN at .0, conv at .2, its output the pool's;
+# last = (BN, ReLU, pool, flatten, Linear). The concatenation after conv block j (point
+# ``dense_blk{i}.{j}``, native ``net.dense_blk{i}.{j}``) is no module's output: ``activations``
+# computes it from the recorded points it concatenates.
+DENSENET_TABLE = NameTable(
+    modules=(
+        (r"^b1\.conv$", "0.0"),
+        (r"^b1\.bn$", "0.1"),
+        (r"^b1$", "0"),
+        (r"^(dense_blk\d+)\.(\d+)\.bn$", r"\1.net.\2.0"),
+        (r"^(dense_blk\d+)\.(\d+)\.conv$", r"\1.net.\2.2"),
+        (r"^(tran_blk\d+)\.bn$", r"\1.0"),
+        (r"^(tran_blk\d+)\.conv$", r"\1.2"),
+        (r"^last\.bn$", "last.0"),
+        (r"^last\.pool$", "last.2"),
+        (r"^last\.fc$", "last.4"),
+        (r"^", "net."),
+    ),
+    leaves=CANONICAL_LEAVES,
+)
+
 REGISTRY = Registry(name)
 REGISTRY.register(specs.ResNeXtBlock, ResNeXtBlock.from_spec, ANYNET_TABLE)
 REGISTRY.register(specs.AnyNet, AnyNet, ANYNET_TABLE)
@@ -86,6 +168,15 @@ REGISTRY.register(specs.GoogLeNet, GoogLeNet, GOOGLENET_TABLE)
 REGISTRY.register(specs.InceptionA, InceptionA.from_spec, INCEPTION_NET_TABLE)
 REGISTRY.register(specs.InceptionNet, InceptionNet, INCEPTION_NET_TABLE)
 REGISTRY.register(specs.NiN, NiN, NIN_TABLE)
+REGISTRY.register(specs.LeNet, LeNet, LENET_TABLE)
+REGISTRY.register(specs.BNLeNet, BNLeNet, BNLENET_TABLE)
+REGISTRY.register(specs.AlexNet, AlexNet, ALEXNET_TABLE)
+REGISTRY.register(specs.VGG, VGG, vgg_table)
+REGISTRY.register(specs.Residual, Residual.from_spec, RESNET_TABLE)
+REGISTRY.register(specs.ResNet, ResNet, RESNET_TABLE)
+REGISTRY.register(specs.ResidualBlock, ResidualBlock.from_spec, RESIDUAL_NET_TABLE)
+REGISTRY.register(specs.ResidualNet, ResidualNet, RESIDUAL_NET_TABLE)
+REGISTRY.register(specs.DenseNet, DenseNet, DENSENET_TABLE)
 
 _TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -106,16 +197,22 @@ def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str 
 
 
 def table(spec: specs.Spec, variant: str | None = None) -> NameTable:
-    """The name table of ``spec``'s kind; ``variant`` must be None (the reference has no variants)."""
+    """The name table of ``spec``'s kind; ``variant`` must be None (the reference has no variants).
+
+    A kind whose Sequential indices depend on the spec (VGG's head follows its blocks) registers
+    a function of the spec instead of a table.
+    """
     check_variant(name, VARIANTS, spec, variant)
-    return REGISTRY[spec].table
+    rule: NameTable | Callable[[specs.Spec], NameTable] = REGISTRY[spec].table
+    return rule(spec) if callable(rule) else rule
 
 
 def forward(model: nn.Module, x_nchw: np.ndarray, train: bool = False) -> np.ndarray:
     """Logits (networks) or the NCHW feature map (blocks); ``train`` uses batch statistics.
 
-    ``train`` also makes NiN's dropout drop, with torch's global RNG: no parity check runs
-    NiN in train mode with dropout active, so its masks need not match another framework's.
+    ``train`` also makes the dropout layers (NiN's, AlexNet's, VGG's) drop, with torch's global
+    RNG: no parity check runs those nets in train mode with dropout active, so their masks need
+    not match another framework's.
     """
     X = check_input(model.spec, x_nchw, model_dtype(model))
     return _run(model, X, train).numpy()
@@ -154,9 +251,17 @@ def load_weights(model: nn.Module, weights: Mapping[str, np.ndarray], allow_nonf
 
 def activations(model: nn.Module, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
     """Eval-mode output of every ``spec.activation_points()`` module, recorded by forward hooks;
-    a global average pool's (N, C, 1, 1) output is flattened to the spec's (N, C)."""
+    a global average pool's (N, C, 1, 1) output is flattened to the spec's (N, C).
+
+    A point whose native path names no module (d2l's DenseBlock concatenates inside its forward)
+    is computed from its node's inputs, which must be recorded points; only ops that move values
+    without arithmetic (``MOVE_OPS``) may be computed so, and the result is bit for bit what the
+    model computes from the same inputs.
+    """
     X = check_input(model.spec, x_nchw, model_dtype(model))
-    points = model.spec.activation_points()
+    spec = model.spec
+    points = spec.activation_points()
+    modules = {key: _point_module(model, key) for key in points}
     outputs: dict[str, torch.Tensor] = {}
 
     def record(key: str):
@@ -165,18 +270,20 @@ def activations(model: nn.Module, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
 
         return hook
 
-    handles = [
-        model.get_submodule(_native_module(model.spec, key)).register_forward_hook(record(key)) for key in points
-    ]
+    handles = [module.register_forward_hook(record(key)) for key, module in modules.items() if module is not None]
     try:
         _run(model, X, train=False)
     finally:
         for handle in handles:
             handle.remove()
-    for node in model.spec.graph():
-        if node.op == "global_avg_pool" and node.point:
-            outputs[node.name] = outputs[node.name].flatten(1)
-    return {key: outputs[key].numpy() for key in points}
+    values: dict[str, np.ndarray] = {}
+    for node in spec.graph():
+        if node.name in outputs:
+            output = outputs[node.name]
+            values[node.name] = (output.flatten(1) if node.op == "global_avg_pool" else output).numpy()
+        elif node.point:
+            values[node.name] = _computed_point(spec, node, values)
+    return {key: values[key] for key in points}
 
 
 def structure(model: nn.Module) -> dict[str, tuple[int, int]]:
@@ -226,25 +333,61 @@ def _native_module(spec: specs.Spec, point: str) -> str:
     return "" if point == OUTPUT else table(spec).native_module(point)
 
 
+def _point_module(model: nn.Module, point: str) -> nn.Module | None:
+    """The module whose output is activation point ``point``, or None where no module has its path."""
+    try:
+        return model.get_submodule(_native_module(model.spec, point))
+    except AttributeError:
+        return None
+
+
+# Ops that only move values: computed from recorded inputs, they are the model's own bits.
+MOVE_OPS = frozenset({"concat", "flatten"})
+
+
+def _computed_point(spec: specs.Spec, node: specs.Node, values: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The value of a point that no module outputs, from its node's recorded inputs."""
+    missing = [source for source in node.inputs if source not in values]
+    if node.op not in MOVE_OPS or missing:
+        raise ValueError(
+            f"{spec.name}: activation point {node.name!r} (op {node.op}) names no module of the model "
+            f"({_native_module(spec, node.name)!r}) and cannot be computed from recorded points"
+            + (f" (missing {', '.join(missing)})" if missing else "")
+        )
+    return reference.apply(node, [values[source] for source in node.inputs], {})
+
+
 def _summary_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(canonical group, layer) for each top-level layer, as d2l's ``layer_summary`` runs them.
 
     The top-level layers are the children of ``model.net`` (of the model, if it is itself a
-    Sequential); a standalone block is one layer, in group ``block``. A layer's group is the
-    ``spec.summary_groups()`` group of the first activation point it computes; a layer that
-    computes none (a Flatten) joins the next layer's group, or the last group at the end.
+    Sequential); a standalone block is one layer, in group ``block``. A layer that computes
+    activation points is in the ``spec.summary_groups()`` group of the first of them. The layers
+    that compute none (a Sigmoid, a ReLU, a Flatten) compute, in order, the graph nodes between
+    their neighbours' points, and take those nodes' groups; one left without a node (NiN's last
+    Flatten) joins the layer before it.
     """
     net = getattr(model, "net", model)
     if not isinstance(net, nn.Sequential):
         return [("block", model)]
     prefix = "net." if net is not model else ""
     spec = model.spec
-    owners = [(_native_module(spec, node.name), node.group) for node in spec.graph() if node.point]
-    groups = []
+    nodes = spec.graph()
+    owners = [(i, _native_module(spec, node.name)) for i, node in enumerate(nodes) if node.point]
+    spans = []  # (first, last) index in ``nodes`` of the points each layer computes, or None
     for child, _ in net.named_children():
-        path = prefix + child
-        groups.append(next((group for native, group in owners if f"{native}.".startswith(f"{path}.")), None))
-    for i in reversed(range(len(groups))):
-        if groups[i] is None:
-            groups[i] = groups[i + 1] if i + 1 < len(groups) else spec.summary_groups()[-1]
+        found = [i for i, native in owners if f"{native}.".startswith(f"{prefix}{child}.")]
+        spans.append((found[0], found[-1]) if found else None)
+    groups: list[str] = []
+    rank = 0  # point-less layers since the last layer with points
+    for k, span in enumerate(spans):
+        if span is not None:
+            groups.append(nodes[span[0]].group)
+            rank = 0
+            continue
+        before = next((s[1] for s in reversed(spans[:k]) if s is not None), -1)
+        after = next((s[0] for s in spans[k + 1 :] if s is not None), len(nodes))
+        gap = nodes[before + 1 : after]
+        groups.append(gap[rank].group if rank < len(gap) else groups[-1] if groups else spec.summary_groups()[0])
+        rank += 1
     return list(zip(groups, net.children(), strict=True))

@@ -1,10 +1,12 @@
-"""d2l's Network in Network (NiN) in PyTorch, built from a parity spec.
+"""d2l's classic CNNs in PyTorch, built from parity specs: LeNet, BNLeNet, AlexNet, VGG and NiN.
 
-Read side by side with d2l-en ``chapter_convolutional-modern/nin.md``: the same
-``nin_block`` and the same Sequential, so block i's convs are ``net.{0,2,4,7}.{0,2,4}``
-as in the book, but every shape explicit (no Lazy modules) and every block's
-(out_channels, kernel_size, strides, padding), the dropout rate and the class count
-taken from the spec. PyTorch's ``padding`` is already symmetric.
+Read side by side with d2l-en ``chapter_convolutional-neural-networks/lenet.md`` and
+``chapter_convolutional-modern/batch-norm.md``, ``alexnet.md``, ``vgg.md``, ``nin.md``: the
+same Sequentials (so a layer's native name is its index in the book's ``net``, e.g. LeNet's
+second conv is ``net.3``), the same ``vgg_block`` and ``nin_block``, but every shape explicit
+(no Lazy modules) and every channel count, window, dropout rate and BatchNorm setting taken
+from the spec. PyTorch's ``padding`` is already symmetric, and ``AvgPool2d`` without padding
+has no padded cells to count.
 """
 
 from __future__ import annotations
@@ -14,6 +16,138 @@ from torch import nn
 
 from impl_torch.anynet import init_cnn
 from parity import specs
+
+
+def in_features(spec: specs.Spec, path: str) -> int:
+    """The input size of the spec's dense layer ``path`` (fc6 follows AlexNet's and VGG's input size)."""
+    return next(layer.in_features for layer in spec.layers() if layer.path == path)
+
+
+class LeNet(nn.Module):
+    """d2l's LeNet-5: two conv + sigmoid + 2x2 average-pool stages, then three dense layers."""
+
+    def __init__(self, spec: specs.LeNet = specs.LeNet()) -> None:
+        super().__init__()
+        self.spec = spec
+        # Output shapes for a (1, 1, 28, 28) input, as d2l prints them.
+        self.net = nn.Sequential(
+            nn.Conv2d(spec.in_channels, 6, kernel_size=5, padding=2),  # N x 6 x 28 x 28
+            nn.Sigmoid(),
+            nn.AvgPool2d(kernel_size=2, stride=2),  # N x 6 x 14 x 14
+            nn.Conv2d(6, 16, kernel_size=5),  # N x 16 x 10 x 10
+            nn.Sigmoid(),
+            nn.AvgPool2d(kernel_size=2, stride=2),  # N x 16 x 5 x 5
+            nn.Flatten(),  # N x 400
+            nn.Linear(in_features(spec, "fc1"), 120),
+            nn.Sigmoid(),
+            nn.Linear(120, 84),
+            nn.Sigmoid(),
+            nn.Linear(84, spec.num_classes),
+        )
+        self.net.apply(init_cnn)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.net(X)
+
+
+class BNLeNet(nn.Module):
+    """d2l's LeNet with batch normalization: a BatchNorm before every sigmoid, ``BatchNorm2d`` over
+    the channels of the conv stages and ``BatchNorm1d`` over the features of the dense layers."""
+
+    def __init__(self, spec: specs.BNLeNet = specs.BNLeNet()) -> None:
+        super().__init__()
+        self.spec = spec
+        eps, momentum = spec.bn_eps, spec.bn_momentum
+        # Output shapes for a (1, 1, 28, 28) input.
+        self.net = nn.Sequential(
+            nn.Conv2d(spec.in_channels, 6, kernel_size=5),  # N x 6 x 24 x 24
+            nn.BatchNorm2d(6, eps=eps, momentum=momentum),
+            nn.Sigmoid(),
+            nn.AvgPool2d(kernel_size=2, stride=2),  # N x 6 x 12 x 12
+            nn.Conv2d(6, 16, kernel_size=5),  # N x 16 x 8 x 8
+            nn.BatchNorm2d(16, eps=eps, momentum=momentum),
+            nn.Sigmoid(),
+            nn.AvgPool2d(kernel_size=2, stride=2),  # N x 16 x 4 x 4
+            nn.Flatten(),  # N x 256
+            nn.Linear(in_features(spec, "fc1"), 120),
+            nn.BatchNorm1d(120, eps=eps, momentum=momentum),
+            nn.Sigmoid(),
+            nn.Linear(120, 84),
+            nn.BatchNorm1d(84, eps=eps, momentum=momentum),
+            nn.Sigmoid(),
+            nn.Linear(84, spec.num_classes),
+        )
+        self.net.apply(init_cnn)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.net(X)
+
+
+def dense_head(in_features: int, num_classes: int, dropout: float) -> list[nn.Module]:
+    """AlexNet's and VGG's classifier: two 4096-wide dense layers with ReLU and dropout, then the logits."""
+    return [
+        nn.Linear(in_features, 4096),
+        nn.ReLU(),
+        nn.Dropout(p=dropout),
+        nn.Linear(4096, 4096),
+        nn.ReLU(),
+        nn.Dropout(p=dropout),
+        nn.Linear(4096, num_classes),
+    ]
+
+
+class AlexNet(nn.Module):
+    """d2l's AlexNet: five convs with ReLUs, 3x3 stride-2 max-pools after the first, second and
+    fifth, then the dense head. ``spec.input_size`` sets fc6's input size (6400 at 224x224)."""
+
+    def __init__(self, spec: specs.AlexNet = specs.AlexNet()) -> None:
+        super().__init__()
+        self.spec = spec
+        layers, channels = [], spec.in_channels
+        # (out_channels, kernel_size, stride, padding, max-pool after it) of each conv, as in the book
+        for out_channels, kernel_size, stride, padding, pool in spec.CONVS:
+            layers += [nn.Conv2d(channels, out_channels, kernel_size, stride, padding), nn.ReLU()]
+            if pool:
+                layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
+            channels = out_channels
+        # For a (1, 1, 224, 224) input the last max-pool gives N x 256 x 5 x 5, flattened to N x 6400.
+        self.net = nn.Sequential(
+            *layers, nn.Flatten(), *dense_head(in_features(spec, "fc6"), spec.num_classes, spec.dropout)
+        )
+        self.net.apply(init_cnn)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.net(X)
+
+
+def vgg_block(num_convs: int, in_channels: int, out_channels: int) -> nn.Sequential:
+    """``num_convs`` 3x3 convs padded by 1, each with a ReLU, then a 2x2 stride-2 max-pool."""
+    layers = []
+    for _ in range(num_convs):
+        layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.ReLU()]
+        in_channels = out_channels
+    layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*layers)
+
+
+class VGG(nn.Module):
+    """d2l's VGG: one ``vgg_block`` per (num_convs, out_channels) of ``spec.arch``, then the dense head."""
+
+    def __init__(self, spec: specs.VGG = specs.VGG()) -> None:
+        super().__init__()
+        self.spec = spec
+        conv_blks, channels = [], spec.in_channels
+        for num_convs, out_channels in spec.arch:
+            conv_blks.append(vgg_block(num_convs, channels, out_channels))
+            channels = out_channels
+        # Each block halves the height and width: N x 512 x 7 x 7 for a (1, 1, 224, 224) input.
+        self.net = nn.Sequential(
+            *conv_blks, nn.Flatten(), *dense_head(in_features(spec, "fc6"), spec.num_classes, spec.dropout)
+        )
+        self.net.apply(init_cnn)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.net(X)
 
 
 def nin_block(in_channels: int, out_channels: int, kernel_size: int, strides: int, padding: int) -> nn.Sequential:

@@ -89,10 +89,15 @@ class Backend(Protocol):
 @dataclass(frozen=True)
 class Entry:
     """How one backend builds one kind of spec: ``builder`` makes the native model (its
-    signature is the backend's own), ``table`` names and lays out its canonical tensors."""
+    signature is the backend's own), ``table`` names and lays out its canonical tensors: a
+    ``NameTable``, or a function of the spec for a kind whose native names depend on the spec
+    (d2l's VGG: the head's Sequential indices follow the number of blocks)."""
 
     builder: Callable[..., Any]
-    table: NameTable
+    table: NameTable | Callable[[Spec], NameTable]
+
+    def table_for(self, spec: Spec) -> NameTable:
+        return self.table if isinstance(self.table, NameTable) else self.table(spec)
 
 
 class Registry:
@@ -102,7 +107,9 @@ class Registry:
         self.framework = framework
         self._entries: dict[type, Entry] = {}
 
-    def register(self, spec_type: type, builder: Callable[..., Any], table: NameTable) -> None:
+    def register(
+        self, spec_type: type, builder: Callable[..., Any], table: NameTable | Callable[[Spec], NameTable]
+    ) -> None:
         if spec_type in self._entries:
             raise ValueError(f"the {self.framework} backend registers {spec_type.__name__} twice")
         self._entries[spec_type] = Entry(builder, table)

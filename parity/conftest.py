@@ -1,5 +1,6 @@
-"""Shared, session-scoped models: each framework builds a spec once per dtype, and every
-transfer test reuses it (loading weights overwrites every tensor)."""
+"""Shared models: each framework builds a spec once per dtype, and every transfer test reuses it
+(loading weights overwrites every tensor). ``rig``/``source`` keep every model for the session;
+``transfers`` and ``models`` keep one spec's models at a time, for test files with large nets."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+from parity.checks import Models, Transfers
 from parity.harness import TransferRig
 
 # Fuzzed parity: every example builds four models (JAX and Keras compile each new
@@ -49,3 +51,19 @@ def source(rig):
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def transfers():
+    """A test file's ``parity.checks.Transfers``: one (spec, dtype)'s models at a time, freed after the file."""
+    cache = Transfers()
+    yield cache
+    cache.clear()
+
+
+@pytest.fixture(scope="module")
+def models():
+    """A test file's ``parity.checks.Models``: one spec's models at a time, freed after the file."""
+    cache = Models()
+    yield cache
+    cache.clear()

@@ -26,20 +26,31 @@ def untransposed(kernel: np.ndarray) -> np.ndarray:
     return np.array(np.transpose(kernel, (2, 3, 0, 1)), order="C")
 
 
+def same_padding_size_problem(spec: specs.Spec) -> str | None:
+    """Why a net with a fixed input size cannot run with 'same' padding (its strided layers' 'same'
+    output sizes, ceil(n / stride), no longer fit the dense layer after its flatten), or None."""
+    fixed = spec.fixed_input_size()
+    if fixed is None:
+        return None
+    try:
+        specs.infer_shapes(spec.graph(), (1, spec.in_channels, *fixed), same_padding=True)
+    except specs.ShapeError as error:
+        return f"with 'same' padding its fixed {fixed[0]}x{fixed[1]} input no longer fits: {error}"
+    return None
+
+
 def variant_problem(spec: specs.Spec, variant: str) -> str | None:
     """Why the naive port ``variant`` does not apply to ``spec`` (it would compute the spec's
     function, or not fit it), or None."""
     layers = spec.layers()
     if variant == "same_padding":
         strided = any(isinstance(layer, specs.Conv) and layer.padding and layer.stride > 1 for layer in layers)
-        return (
-            None
-            if strided
-            else (
+        if not strided:
+            return (
                 "every padded conv and pool has stride 1, "
                 "and 'same' pads a stride-1 layer symmetrically, as the spec does"
             )
-        )
+        return same_padding_size_problem(spec)
     if variant == "keras_bn_epsilon":
         epsilons = {layer.eps for layer in layers if isinstance(layer, specs.BatchNorm)}
         if not epsilons:

@@ -22,9 +22,13 @@ from parity import get_backend
 from parity.backends import FRAMEWORKS, InputError
 from parity.harness import native_input_shape
 from parity.specs import (
+    VGG,
+    AlexNet,
     AnyNet,
     Inception,
     InceptionA,
+    Residual,
+    ResidualBlock,
     ResNeXtBlock,
     Stage,
     get_spec,
@@ -45,6 +49,17 @@ SPECS = {
     ),
     "inception_block": Inception(in_channels=12, c1=4, c2=(6, 8), c3=(2, 4), c4=4),
     "inception_a_block": InceptionA(in_channels=10),
+    "lenet": get_spec("lenet"),
+    "bnlenet": get_spec("bnlenet"),
+    # the book's convolutions with a small fc6 (256 and 512 inputs)
+    "alexnet": AlexNet(input_size=(67, 67)),
+    "vgg": VGG(input_size=(32, 32)),
+    "resnet18": get_spec("resnet18"),
+    "densenet": get_spec("densenet"),
+    "residual_mnist": get_spec("residual_mnist"),
+    # d2l's projection shortcut: a strided 1x1 conv3 without BatchNorm
+    "residual": Residual(8, 16, use_1x1conv=True, stride=2),
+    "residual_block": ResidualBlock(6),
 }
 DTYPES = ("float32", "float64")
 
@@ -123,12 +138,19 @@ def spec(request):
 
 @pytest.fixture(scope="module")
 def pristine():
-    """pristine(framework, spec, seed, dtype) -> a model built once per module; tests only read it."""
+    """pristine(framework, spec, seed, dtype) -> a model built once per module; tests only read it.
+
+    pytest runs the tests grouped by the module-scoped ``framework`` and ``spec``: when the next
+    group starts, the previous group's models of seed 1 and float64 are dropped, so that AlexNet's
+    and VGG's dense layers are not all held at once; the float32 seed-0 models stay for the module
+    (the input-size test reads them)."""
     cache = {}
 
     def get(framework, spec, seed=0, dtype="float32"):
         key = (framework, spec, seed, dtype)
         if key not in cache:
+            for old in [old for old in cache if old[:2] != (framework, spec) and old[2:] != (0, "float32")]:
+                del cache[old]
             cache[key] = build(framework, spec, seed, dtype)
         return cache[key]
 

@@ -188,8 +188,14 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def infer_shapes(nodes: tuple[Node, ...], input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    """{node name: output shape} for an NCHW input of ``input_shape``; ShapeError where it does not fit."""
+def infer_shapes(
+    nodes: tuple[Node, ...], input_shape: tuple[int, ...], same_padding: bool = False
+) -> dict[str, tuple[int, ...]]:
+    """{node name: output shape} for an NCHW input of ``input_shape``; ShapeError where it does not fit.
+
+    With ``same_padding`` every padded conv and pool sizes its output as TF/Flax 'same' does,
+    ceil(size / stride): the shapes of a naive port that uses 'same' instead of symmetric padding.
+    """
     shapes = {INPUT: tuple(input_shape)}
     for node in nodes:
         x = shapes[node.inputs[0]]
@@ -199,7 +205,10 @@ def infer_shapes(nodes: tuple[Node, ...], input_shape: tuple[int, ...]) -> dict[
             if len(x) != 4:
                 raise ShapeError(f"{node.name}: expected an (N, C, H, W) input, got {x}")
             channels = layer.out_channels if op == "conv" else x[1]
-            out = (x[0], channels, *(conv_output_size(s, kernel, stride, padding) for s in x[2:]))
+            if same_padding and padding:
+                out = (x[0], channels, *(-(-s // stride) for s in x[2:]))
+            else:
+                out = (x[0], channels, *(conv_output_size(s, kernel, stride, padding) for s in x[2:]))
             if min(out[2:]) < 1:
                 raise ShapeError(f"{node.name}: a {x[2]}x{x[3]} input is smaller than its {kernel}x{kernel} window")
             shapes[node.name] = out
