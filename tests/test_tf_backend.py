@@ -18,7 +18,7 @@ import pytest
 import parity
 from parity import reference
 from parity.specs import AnyNet, NiN, ResNeXtBlock, Stage
-from parity.weights import cast, randomize_batchnorm, randomize_biases
+from parity.weights import cast, randomize_batchnorm
 from support import max_relative_diff, randn
 
 pytest.importorskip("tensorflow")
@@ -74,12 +74,6 @@ def build_randomized(spec, dtype="float32", seed=0):
 def state(model) -> dict[str, bytes]:
     """Every variable the model holds (moving statistics included), as bytes."""
     return {variable.path: variable.numpy().tobytes() for variable in model.variables}
-
-
-@pytest.fixture(scope="module")
-def small_weights() -> dict[str, np.ndarray]:
-    """Canonical float32 weights of SMALL from another seed, BatchNorm randomised."""
-    return randomize_batchnorm(backend.export_weights(backend.build(SMALL, seed=1)), seed=2)
 
 
 # --- the name table and weight transfer ---
@@ -354,20 +348,6 @@ def test_nin_is_d2l_shaped_with_explicit_symmetric_padding():
     convs = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Conv2D)]
     assert len(convs) == 12 and {conv.padding for conv in convs} == {"valid"}
     assert model.net.get_layer("dropout").rate == NIN.dropout
-
-
-@pytest.mark.parametrize("shape", [(2, 1, 224, 224), (2, 1, 67, 75)], ids=["224", "odd"])
-def test_nin_matches_numpy_reference(shape):
-    model = backend.build(NIN, dtype="float64")
-    backend.load_weights(model, randomize_biases(backend.export_weights(model), seed=1))
-    x = randn(shape, "float64")
-    acts = backend.activations(model, x)
-    assert list(acts) == NIN.activation_points() and acts["head.pool"].shape == (2, 10)
-    expected = reference.forward(NIN, backend.export_weights(model), x)
-    # float64 rounds ~1e-16 per operation; 12 convs with fan-in <= 3456 stay far below 1e-12,
-    # which catches any real difference (a one-sided pad or a misplaced ReLU moves logits by > 1e-3).
-    assert max_relative_diff(backend.forward(model, x), expected) < 1e-12
-    assert max_relative_diff(acts["head.pool"], expected) < 1e-12
 
 
 def test_nin_train_forward_drops_and_changes_nothing():
