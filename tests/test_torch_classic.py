@@ -20,101 +20,6 @@ from support import randn
 torch = pytest.importorskip("torch")
 from impl_torch import backend  # noqa: E402
 
-# d2l's printed summaries (PyTorch tab), for (1, 1, 28, 28) LeNet and BNLeNet inputs, (1, 1, 224, 224)
-# AlexNet and VGG inputs and (1, 1, 96, 96) ResNet-18 and DenseNet inputs.
-D2L_SUMMARIES = {
-    "lenet": [
-        "Conv2d output shape:\t torch.Size([1, 6, 28, 28])",
-        "Sigmoid output shape:\t torch.Size([1, 6, 28, 28])",
-        "AvgPool2d output shape:\t torch.Size([1, 6, 14, 14])",
-        "Conv2d output shape:\t torch.Size([1, 16, 10, 10])",
-        "Sigmoid output shape:\t torch.Size([1, 16, 10, 10])",
-        "AvgPool2d output shape:\t torch.Size([1, 16, 5, 5])",
-        "Flatten output shape:\t torch.Size([1, 400])",
-        "Linear output shape:\t torch.Size([1, 120])",
-        "Sigmoid output shape:\t torch.Size([1, 120])",
-        "Linear output shape:\t torch.Size([1, 84])",
-        "Sigmoid output shape:\t torch.Size([1, 84])",
-        "Linear output shape:\t torch.Size([1, 10])",
-    ],
-    # The book's own run stops after the first Linear: its layer_summary runs in training mode, where
-    # BatchNorm1d refuses a batch of one. The last six lines are the rest of the net in eval mode.
-    "bnlenet": [
-        "Conv2d output shape:\t torch.Size([1, 6, 24, 24])",
-        "BatchNorm2d output shape:\t torch.Size([1, 6, 24, 24])",
-        "Sigmoid output shape:\t torch.Size([1, 6, 24, 24])",
-        "AvgPool2d output shape:\t torch.Size([1, 6, 12, 12])",
-        "Conv2d output shape:\t torch.Size([1, 16, 8, 8])",
-        "BatchNorm2d output shape:\t torch.Size([1, 16, 8, 8])",
-        "Sigmoid output shape:\t torch.Size([1, 16, 8, 8])",
-        "AvgPool2d output shape:\t torch.Size([1, 16, 4, 4])",
-        "Flatten output shape:\t torch.Size([1, 256])",
-        "Linear output shape:\t torch.Size([1, 120])",
-        "BatchNorm1d output shape:\t torch.Size([1, 120])",
-        "Sigmoid output shape:\t torch.Size([1, 120])",
-        "Linear output shape:\t torch.Size([1, 84])",
-        "BatchNorm1d output shape:\t torch.Size([1, 84])",
-        "Sigmoid output shape:\t torch.Size([1, 84])",
-        "Linear output shape:\t torch.Size([1, 10])",
-    ],
-    "alexnet": [
-        "Conv2d output shape:\t torch.Size([1, 96, 54, 54])",
-        "ReLU output shape:\t torch.Size([1, 96, 54, 54])",
-        "MaxPool2d output shape:\t torch.Size([1, 96, 26, 26])",
-        "Conv2d output shape:\t torch.Size([1, 256, 26, 26])",
-        "ReLU output shape:\t torch.Size([1, 256, 26, 26])",
-        "MaxPool2d output shape:\t torch.Size([1, 256, 12, 12])",
-        "Conv2d output shape:\t torch.Size([1, 384, 12, 12])",
-        "ReLU output shape:\t torch.Size([1, 384, 12, 12])",
-        "Conv2d output shape:\t torch.Size([1, 384, 12, 12])",
-        "ReLU output shape:\t torch.Size([1, 384, 12, 12])",
-        "Conv2d output shape:\t torch.Size([1, 256, 12, 12])",
-        "ReLU output shape:\t torch.Size([1, 256, 12, 12])",
-        "MaxPool2d output shape:\t torch.Size([1, 256, 5, 5])",
-        "Flatten output shape:\t torch.Size([1, 6400])",
-        "Linear output shape:\t torch.Size([1, 4096])",
-        "ReLU output shape:\t torch.Size([1, 4096])",
-        "Dropout output shape:\t torch.Size([1, 4096])",
-        "Linear output shape:\t torch.Size([1, 4096])",
-        "ReLU output shape:\t torch.Size([1, 4096])",
-        "Dropout output shape:\t torch.Size([1, 4096])",
-        "Linear output shape:\t torch.Size([1, 10])",
-    ],
-    "vgg": [
-        "Sequential output shape:\t torch.Size([1, 64, 112, 112])",
-        "Sequential output shape:\t torch.Size([1, 128, 56, 56])",
-        "Sequential output shape:\t torch.Size([1, 256, 28, 28])",
-        "Sequential output shape:\t torch.Size([1, 512, 14, 14])",
-        "Sequential output shape:\t torch.Size([1, 512, 7, 7])",
-        "Flatten output shape:\t torch.Size([1, 25088])",
-        "Linear output shape:\t torch.Size([1, 4096])",
-        "ReLU output shape:\t torch.Size([1, 4096])",
-        "Dropout output shape:\t torch.Size([1, 4096])",
-        "Linear output shape:\t torch.Size([1, 4096])",
-        "ReLU output shape:\t torch.Size([1, 4096])",
-        "Dropout output shape:\t torch.Size([1, 4096])",
-        "Linear output shape:\t torch.Size([1, 10])",
-    ],
-    "resnet18": [
-        "Sequential output shape:\t torch.Size([1, 64, 24, 24])",
-        "Sequential output shape:\t torch.Size([1, 64, 24, 24])",
-        "Sequential output shape:\t torch.Size([1, 128, 12, 12])",
-        "Sequential output shape:\t torch.Size([1, 256, 6, 6])",
-        "Sequential output shape:\t torch.Size([1, 512, 3, 3])",
-        "Sequential output shape:\t torch.Size([1, 10])",
-    ],
-    "densenet": [
-        "Sequential output shape:\t torch.Size([1, 64, 24, 24])",
-        "DenseBlock output shape:\t torch.Size([1, 192, 24, 24])",
-        "Sequential output shape:\t torch.Size([1, 96, 12, 12])",
-        "DenseBlock output shape:\t torch.Size([1, 224, 12, 12])",
-        "Sequential output shape:\t torch.Size([1, 112, 6, 6])",
-        "DenseBlock output shape:\t torch.Size([1, 240, 6, 6])",
-        "Sequential output shape:\t torch.Size([1, 120, 3, 3])",
-        "DenseBlock output shape:\t torch.Size([1, 248, 3, 3])",
-        "Sequential output shape:\t torch.Size([1, 10])",
-    ],
-}
 # The book's (trainable parameters, BatchNorm running statistics) of each net.
 D2L_COUNTS = {
     "lenet": (61_706, 0),
@@ -171,11 +76,12 @@ def native_names(spec) -> dict[str, str]:
 # --- d2l's layer summaries ---
 
 
-@pytest.mark.parametrize("name", list(D2L_SUMMARIES))
-def test_layer_summary_reproduces_the_d2l_book(name):
+@pytest.mark.parametrize("name", list(D2L_COUNTS))
+def test_layer_summary_rows_fall_in_the_specs_groups_with_their_shapes_and_parameters(name):
+    """(d2l's printed lines themselves are checked in parity/test_classic.py, test_resnet.py and
+    test_densenet.py.)"""
     spec = parity.get_spec(name)
     rows = backend.layer_summary(backend.build(spec), (1, 1, *spec.input_size))
-    assert [row.d2l_line() for row in rows] == D2L_SUMMARIES[name]
     assert list(dict.fromkeys(row.group for row in rows)) == spec.summary_groups()
     if name in ROW_GROUPS:
         assert [row.group for row in rows] == ROW_GROUPS[name]
