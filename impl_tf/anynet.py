@@ -48,6 +48,17 @@ class GroupedConv2D(layers.Conv2D):
         return keras.ops.concatenate([convolve(x, k) for x, k in zip(xs, ks, strict=True)], axis=-1)
 
 
+class SequentialNet(keras.Model):
+    """A net whose layers are one Sequential ``self.net``, as d2l's ``self.net``: building and
+    calling the model is building and calling ``net``."""
+
+    def build(self, input_shape):
+        self.net.build(input_shape)
+
+    def call(self, X, training=False):
+        return self.net(X, training=training)
+
+
 @dataclass(frozen=True)
 class LayerMaker:
     """Makes a model's layers: all in ``dtype``, conv and dense kernels drawn from ``seeds``
@@ -198,7 +209,7 @@ class ResNeXtBlock(keras.Model):
         return keras.ops.relu(Y + X)
 
 
-class AnyNet(keras.Model):
+class AnyNet(SequentialNet):
     """d2l's AnyNet: ``net`` is Sequential(stem, stage1, stage2, ..., head), as in the book.
 
     The stem is a strided 3x3 conv, BN and ReLU; each stage a Sequential of ResNeXt
@@ -223,12 +234,6 @@ class AnyNet(keras.Model):
             for i, blocks in itertools.groupby(spec.blocks(), key=operator.itemgetter(0))
         ]
         self.net = make.sequential([stem(make, spec.stem_width), *stages, head(make, spec.num_classes)], name="net")
-
-    def build(self, input_shape):
-        self.net.build(input_shape)
-
-    def call(self, X, training=False):
-        return self.net(X, training=training)
 
 
 def stem(make: LayerMaker, num_channels: int) -> keras.Sequential:

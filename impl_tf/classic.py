@@ -30,11 +30,11 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from impl_tf.anynet import LayerMaker
+from impl_tf.anynet import LayerMaker, SequentialNet
 from parity import specs
 
 
-class LeNet(keras.Model):
+class LeNet(SequentialNet):
     """d2l's LeNet-5: two 5x5 convs, each with a sigmoid and a 2x2 average pool, then three dense
     layers with sigmoids between (``net``: one flat Sequential, as in the book)."""
 
@@ -69,14 +69,8 @@ class LeNet(keras.Model):
             name="net",
         )
 
-    def build(self, input_shape):
-        self.net.build(input_shape)
 
-    def call(self, X, training=False):
-        return self.net(X, training=training)
-
-
-class BNLeNet(keras.Model):
+class BNLeNet(SequentialNet):
     """d2l's LeNet with batch normalization: BatchNorm after every conv (over channels) and after
     the first two dense layers (over features), each before its sigmoid; unpadded convs."""
 
@@ -115,12 +109,6 @@ class BNLeNet(keras.Model):
             name="net",
         )
 
-    def build(self, input_shape):
-        self.net.build(input_shape)
-
-    def call(self, X, training=False):
-        return self.net(X, training=training)
-
 
 def dense_head(make: LayerMaker, num_classes: int, dropout: float, seed: int) -> list[layers.Layer]:
     """AlexNet's and VGG's classifier: flatten, fc6 and fc7 (4096 units, ReLU, dropout), fc8."""
@@ -137,7 +125,7 @@ def dense_head(make: LayerMaker, num_classes: int, dropout: float, seed: int) ->
     ]
 
 
-class AlexNet(keras.Model):
+class AlexNet(SequentialNet):
     """d2l's AlexNet: five convs with ReLUs (3x3 stride-2 max-pools after the first, second and
     fifth), then the dense head with dropout. The flatten's size follows ``spec.input_size``."""
 
@@ -166,12 +154,6 @@ class AlexNet(keras.Model):
         # pool2 N x 12 x 12 x 256, pool5 N x 5 x 5 x 256, fc8 N x num_classes.
         self.net = make.sequential([*features, *dense_head(make, spec.num_classes, spec.dropout, seed)], name="net")
 
-    def build(self, input_shape):
-        self.net.build(input_shape)
-
-    def call(self, X, training=False):
-        return self.net(X, training=training)
-
 
 def vgg_block(make: LayerMaker, num_convs: int, out_channels: int, *, name: str) -> keras.Sequential:
     """``num_convs`` 3x3 convs padded by 1, each followed by a ReLU, then a 2x2 stride-2 max-pool."""
@@ -181,7 +163,7 @@ def vgg_block(make: LayerMaker, num_convs: int, out_channels: int, *, name: str)
     return make.sequential([*convs, make.max_pool(2, strides=2, name="pool")], name=name)
 
 
-class VGG(keras.Model):
+class VGG(SequentialNet):
     """d2l's VGG: one ``vgg_block`` per (num_convs, out_channels) of ``spec.arch`` (the book's is
     VGG-11's), then the dense head with dropout. The flatten's size follows ``spec.input_size``."""
 
@@ -201,12 +183,6 @@ class VGG(keras.Model):
         blocks = [vgg_block(make, *arch, name=f"block{i}") for i, arch in enumerate(spec.arch)]
         self.net = make.sequential([*blocks, *dense_head(make, spec.num_classes, spec.dropout, seed)], name="net")
 
-    def build(self, input_shape):
-        self.net.build(input_shape)
-
-    def call(self, X, training=False):
-        return self.net(X, training=training)
-
 
 def nin_block(
     make: LayerMaker, out_channels: int, kernel_size: int, strides: int, padding: int, *, name: str
@@ -225,7 +201,7 @@ def nin_block(
     )
 
 
-class NiN(keras.Model):
+class NiN(SequentialNet):
     """d2l's NiN: four ``nin_block``s with 3x3 stride-2 max-pools between the first three, dropout
     before the last, whose ``num_classes`` channels are averaged globally into the logits.
 
@@ -261,9 +237,3 @@ class NiN(keras.Model):
             ],
             name="net",
         )
-
-    def build(self, input_shape):
-        self.net.build(input_shape)
-
-    def call(self, X, training=False):
-        return self.net(X, training=training)

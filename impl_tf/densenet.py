@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import keras
 
-from impl_tf.anynet import LayerMaker, build_layers
+from impl_tf.anynet import LayerMaker, SequentialNet, build_layers
 from impl_tf.resnet import b1
 from parity import specs
 
@@ -76,7 +76,7 @@ def transition_block(make: LayerMaker, num_channels: int, *, name: str) -> keras
     )
 
 
-class DenseNet(keras.Model):
+class DenseNet(SequentialNet):
     """d2l's DenseNet: ``net`` is Sequential(b1, dense_blk1, tran_blk1, ..., dense_blk4, last).
 
     Each transition block halves the channels the dense block before it grew; ``last`` is BN,
@@ -114,9 +114,3 @@ class DenseNet(keras.Model):
             name="last",
         )
         self.net = make.sequential([*blocks, last], name="net")
-
-    def build(self, input_shape):
-        self.net.build(input_shape)
-
-    def call(self, X, training=False):
-        return self.net(X, training=training)

@@ -30,7 +30,7 @@ import itertools
 import keras
 from keras import layers
 
-from impl_tf.anynet import LayerMaker, build_layers
+from impl_tf.anynet import LayerMaker, SequentialNet, build_layers
 from parity import specs
 
 
@@ -112,7 +112,7 @@ class Inception(keras.Model):
         return keras.ops.concatenate([p1, p2, p3, p4], axis=-1)
 
 
-class GoogLeNet(keras.Model):
+class GoogLeNet(SequentialNet):
     """d2l's GoogLeNet: ``net`` is Sequential(b1, b2, b3, b4, b5, Dense), as in the book.
 
     b1: 7x7 conv stride 2, ReLU, max-pool; b2: 1x1 and 3x3 convs with ReLUs, max-pool;
@@ -148,12 +148,6 @@ class GoogLeNet(keras.Model):
             ],
             name="net",
         )
-
-    def build(self, input_shape):
-        self.net.build(input_shape)
-
-    def call(self, X, training=False):
-        return self.net(X, training=training)
 
 
 def max_pool(make: LayerMaker, *, name: str, strides: int = 2) -> layers.Layer:
@@ -250,7 +244,7 @@ class InceptionA(keras.Model):
         return keras.ops.concatenate([branch1x1, branch5x5, branch3x3, branch_pool], axis=-1)
 
 
-class InceptionNet(keras.Model):
+class InceptionNet(SequentialNet):
     """The tutorials' MNIST net around InceptionA, as one flat Sequential ``net``:
     conv1 (5x5), max-pool 2, ReLU, incep1, conv2 (5x5), max-pool 2, ReLU, incep2, flatten, fc."""
 
@@ -282,9 +276,3 @@ class InceptionNet(keras.Model):
             ],
             name="net",
         )
-
-    def build(self, input_shape):
-        self.net.build(input_shape)
-
-    def call(self, X, training=False):
-        return self.net(X, training=training)

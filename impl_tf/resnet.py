@@ -21,7 +21,7 @@ import itertools
 
 import keras
 
-from impl_tf.anynet import LayerMaker, build_layers
+from impl_tf.anynet import LayerMaker, SequentialNet, build_layers
 from impl_tf.inception import max_pool
 from parity import specs
 
@@ -68,7 +68,7 @@ class Residual(keras.Model):
         return keras.ops.relu(Y + X)
 
 
-class ResNet(keras.Model):
+class ResNet(SequentialNet):
     """d2l's ResNet: ``net`` is Sequential(b1, b2, ..., last), as in the book.
 
     b1 is a 7x7 stride-2 conv, BN, ReLU and a 3x3 stride-2 max-pool; each stage a Sequential of
@@ -94,12 +94,6 @@ class ResNet(keras.Model):
         ]
         # For a (1, 96, 96, 1) input: b1 N x 24 x 24 x 64, b2 ... b5 down to N x 3 x 3 x 512, last N x 10.
         self.net = make.sequential([b1(make), *stages, last(make, spec.num_classes)], name="net")
-
-    def build(self, input_shape):
-        self.net.build(input_shape)
-
-    def call(self, X, training=False):
-        return self.net(X, training=training)
 
 
 class ResNet18(ResNet):
@@ -164,7 +158,7 @@ class ResidualBlock(keras.Model):
         return keras.ops.relu(X + Y)
 
 
-class ResidualNet(keras.Model):
+class ResidualNet(SequentialNet):
     """The tutorials' MNIST net around ResidualBlock, as one flat Sequential ``net``:
     conv1 (5x5), max-pool 2, ReLU, rblock1, conv2 (5x5), max-pool 2, ReLU, rblock2, flatten, fc."""
 
@@ -196,9 +190,3 @@ class ResidualNet(keras.Model):
             ],
             name="net",
         )
-
-    def build(self, input_shape):
-        self.net.build(input_shape)
-
-    def call(self, X, training=False):
-        return self.net(X, training=training)
