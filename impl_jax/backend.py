@@ -144,7 +144,7 @@ _DROPOUT_KEY = jax.random.PRNGKey(0)
 def table(spec: specs.Spec, variant: str | None = None) -> NameTable:
     """The name table of ``spec``'s kind (under ``unpermuted_flatten``: its naive, unpermuted one)."""
     pitfalls = check_variant(name, VARIANTS, spec, variant)
-    rule = REGISTRY[spec].table
+    rule = REGISTRY[spec].table_for(spec)
     return dataclasses.replace(rule, flatten_order="CHW") if "unpermuted_flatten" in pitfalls else rule
 
 
@@ -341,7 +341,7 @@ def _to_nchw(y: jax.Array) -> np.ndarray:
 
 def _native_module(spec: specs.Spec, point: str) -> str:
     """The native module path of an activation point (``output`` is the standalone block itself)."""
-    return "" if point == OUTPUT else REGISTRY[spec].table.native_module(point)
+    return "" if point == OUTPUT else REGISTRY[spec].table_for(spec).native_module(point)
 
 
 def _trains_differently(spec: specs.Spec) -> bool:

@@ -121,7 +121,7 @@ def table(spec: specs.Spec, variant: str | None = None) -> hub.NameTable:
     """The name table of ``spec``'s kind; the variant (checked) changes which tensors there are, not their names."""
     entry = REGISTRY[spec]
     check_variant(name, VARIANTS, spec, variant)
-    return entry.table
+    return entry.table_for(spec)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -204,7 +204,7 @@ def table(spec: specs.Spec, variant: str | None = None) -> NameTable:
 
 
 def _table(spec: specs.Spec, pitfalls: frozenset[str]) -> NameTable:
-    faithful = REGISTRY[spec].table
+    faithful = REGISTRY[spec].table_for(spec)
     if "unpermuted_flatten" in pitfalls:
         return dataclasses.replace(faithful, flatten_order="CHW")
     if "untransposed_kernel" in pitfalls:
@@ -292,7 +292,7 @@ def activations(model: Model, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
 def structure(model: Model) -> dict[str, tuple[int, int]]:
     """(trainable parameters, convolution groups or 1) of every parameterised layer of the spec, by
     canonical path, read from the Keras layer that ``table(spec)`` maps the path to."""
-    spec, names = model.spec, REGISTRY[model.spec].table
+    spec, names = model.spec, REGISTRY[model.spec].table_for(model.spec)
     out = {}
     for layer in spec.layers():
         native = _native_layer(model, names.native_module(layer.path))
@@ -365,7 +365,7 @@ def _recording(model: Model, outputs: dict) -> Iterator[None]:
 
 def _native_module(spec: specs.Spec, point: str) -> str:
     """The native path of an activation point (``output`` is the standalone block itself: "")."""
-    return "" if point == specs.OUTPUT else REGISTRY[spec].table.native_module(point)
+    return "" if point == specs.OUTPUT else REGISTRY[spec].table_for(spec).native_module(point)
 
 
 def _join(path: str, name: str) -> str:

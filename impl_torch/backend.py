@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -203,8 +203,7 @@ def table(spec: specs.Spec, variant: str | None = None) -> NameTable:
     a function of the spec instead of a table.
     """
     check_variant(name, VARIANTS, spec, variant)
-    rule: NameTable | Callable[[specs.Spec], NameTable] = REGISTRY[spec].table
-    return rule(spec) if callable(rule) else rule
+    return REGISTRY[spec].table_for(spec)
 
 
 def forward(model: nn.Module, x_nchw: np.ndarray, train: bool = False) -> np.ndarray:
