@@ -44,7 +44,7 @@ from impl_jax.densenet import DenseNet
 from impl_jax.inception import GoogLeNet, Inception, InceptionA, InceptionNet
 from impl_jax.resnet import Residual, ResidualBlock, ResidualNet, ResNet
 from parity import specs
-from parity.backends import Registry, SummaryRow, check_dtype, check_input
+from parity.backends import Registry, SummaryRow, cache_dir, check_dtype, check_input
 from parity.hub import NameTable, check_native_shapes, from_native, leaves, to_native
 from parity.layout import nchw_to_nhwc, nhwc_shape_to_nchw, nhwc_to_nchw
 from parity.specs import OUTPUT, spatial_size_problem
@@ -54,6 +54,13 @@ from parity.weights import Weights, schema
 name = "jax"
 layout = "NHWC"
 extra = "jax"
+
+# XLA's compiled executables persist in the project's cache folder, shared by every process (each
+# pytest-xdist worker, each CLI command): a function compiled once is read back, not recompiled,
+# bit for bit the same code. A cache folder that the user gave JAX is kept.
+if jax.config.jax_compilation_cache_dir is None:
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir("jax")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 LEAVES = leaves(
     conv_weight=("params/kernel", "OIHW->HWIO"),
@@ -166,16 +173,18 @@ class FlaxModel:
 
 
 def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str | None = None) -> FlaxModel:
-    """The model for ``spec`` in ``dtype``, initialised from ``jax.random.PRNGKey(seed)``; ``variant``: a naive
-    port from ``VARIANTS``.
+    """The model for ``spec`` in ``dtype``, its variables drawn from ``numpy.random.default_rng(seed)`` as
+    Flax's default initialisers draw them; ``variant``: a naive port from ``VARIANTS``.
 
-    No variant changes a parameter's name, shape or initialiser (padding has no parameters), so every
-    variant starts from the faithful model's variables for the seed, from one compiled ``init``.
+    Nothing is compiled: the variables' structure comes from ``jax.eval_shape`` of the module's
+    ``init``, and no variant changes a parameter's name, shape or initialiser (padding has no
+    parameters), so every variant starts from the faithful model's variables for the seed.
     """
     check_dtype(dtype)
     REGISTRY[spec]  # a spec of a kind this backend cannot build is refused before any other check
     pitfalls = check_variant(name, VARIANTS, spec, variant)
-    variables = _init(spec, dtype)(jax.random.PRNGKey(seed), _init_input(spec, dtype))
+    rng = np.random.default_rng(seed)
+    variables = jax.tree_util.tree_map_with_path(lambda path, leaf: _initial(path, leaf, rng), _shapes(spec, dtype))
     return FlaxModel(spec, dtype, variables, variant, pitfalls)
 
 
@@ -367,24 +376,54 @@ def _module(spec: specs.Spec, dtype: str, training: bool, pitfalls: frozenset[st
     return REGISTRY[spec].builder(spec, **options)
 
 
-def _init_input(spec: specs.Spec, dtype: str) -> jax.Array:
-    """A small zero NHWC input to initialise with: the spec's fixed size (a flatten feeds a dense layer),
+def _init_input(spec: specs.Spec, dtype: str) -> jax.ShapeDtypeStruct:
+    """The NHWC input shape to trace ``init`` with: the spec's fixed size (a flatten feeds a dense layer),
     else the smallest square one from 8 up that it takes (NiN: 67)."""
     size = spec.fixed_input_size()
     if size is None:
         side = next(side for side in itertools.count(_INIT_SIZE) if spatial_size_problem(spec, side, side) is None)
         size = (side, side)
-    return jnp.zeros((1, *size, spec.in_channels), dtype)
+    return jax.ShapeDtypeStruct((1, *size, spec.in_channels), jnp.dtype(dtype))
 
 
 @functools.lru_cache(maxsize=2 * _CACHED_SPECS)
-def _init(spec: specs.Spec, dtype: str) -> Callable[..., Any]:
-    """``init`` compiled without LLVM optimisation: one random-number kernel per parameter makes the
-    optimised compile slow (GoogLeNet: ~2x longer), and init runs once per build on a tiny input."""
-    lowered = jax.jit(_module(spec, dtype, False, frozenset()).init).lower(
-        jax.random.PRNGKey(0), _init_input(spec, dtype)
-    )
-    return lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
+def _shapes(spec: specs.Spec, dtype: str) -> Any:
+    """The variables' pytree of ``jax.ShapeDtypeStruct``: ``init`` traced, not compiled or run."""
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a raw PRNG key's shape: nothing random is drawn
+    return jax.eval_shape(_module(spec, dtype, False, frozenset()).init, key, _init_input(spec, dtype))
+
+
+def _initial(path: tuple[Any, ...], leaf: jax.ShapeDtypeStruct, rng: np.random.Generator) -> jax.Array:
+    """A variable's initial value as Flax's defaults give it, drawn from ``rng``: conv and dense kernels
+    ``lecun_normal`` (truncated normal, variance 1 / fan_in, fan_in the product of all but the output
+    axis), biases 0, BatchNorm scale 1 and running mean 0, variance 1."""
+    collection, leaf_name = path[0].key, path[-1].key
+    if (collection, leaf_name) == ("params", "kernel"):
+        fan_in = int(np.prod(leaf.shape[:-1]))
+        values = _truncated_normal(rng, leaf.shape, leaf.dtype)
+        values *= fan_in**-0.5 / _TRUNCATED_NORMAL_STD
+        return jnp.asarray(values)
+    # numpy's constants, then one transfer: ``jnp.ones`` would compile a kernel per shape
+    if (collection, leaf_name) in (("params", "scale"), ("batch_stats", "var")):
+        return jnp.asarray(np.ones(leaf.shape, leaf.dtype))
+    if (collection, leaf_name) in (("params", "bias"), ("batch_stats", "mean")):
+        return jnp.asarray(np.zeros(leaf.shape, leaf.dtype))
+    raise ValueError(f"no initialiser for the variable {'/'.join(str(key.key) for key in path)}")
+
+
+# The standard deviation of a standard normal truncated to [-2, 2]; Flax divides by it so that
+# ``lecun_normal``'s truncated draws keep the variance 1 / fan_in.
+_TRUNCATED_NORMAL_STD = 0.87962566103423978
+
+
+def _truncated_normal(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Standard normal draws truncated to [-2, 2]: those outside are redrawn until inside."""
+    values = rng.standard_normal(int(np.prod(shape)), dtype)
+    outside = np.flatnonzero(np.abs(values) > 2)
+    while outside.size:
+        values[outside] = rng.standard_normal(outside.size, dtype)
+        outside = outside[np.abs(values[outside]) > 2]
+    return values.reshape(shape)
 
 
 @functools.lru_cache(maxsize=2 * _CACHED_SPECS)

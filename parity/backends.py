@@ -7,8 +7,10 @@ on first use, and says which pip extra to install when it cannot.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -136,6 +138,15 @@ def check_dtype(dtype: str) -> str:
     if dtype not in DTYPES:
         raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
     return dtype
+
+
+def cache_dir(name: str) -> Path:
+    """The project's cache folder ``name`` (compiled code a later process may reuse; safe to delete):
+    under ``$PARITY_CACHE_DIR``, else ``$XDG_CACHE_HOME/cnn-parity``, else ``~/.cache/cnn-parity``."""
+    root = os.environ.get("PARITY_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "cnn-parity"
+    )
+    return Path(root, name)
 
 
 def get_backend(name: str) -> Backend:
