@@ -3,12 +3,17 @@ directed transfer, and with the numpy reference, in float64.
 
 The CI profile runs a bounded number of examples; ``--hypothesis-profile=deep`` runs 1000.
 A failure shrinks to a minimal configuration, printed as a spec literal (``AnyNet(...)``).
+
+The examples are split over ``SHARDS`` test ids, each drawing its own, so that pytest-xdist runs
+them in parallel: ``pytest parity/test_regnet_fuzz.py --hypothesis-profile=deep -n auto --dist load``
+(``--dist load`` hands out single tests; ``loadfile`` would keep the shards on one worker).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, note
+import pytest
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from parity import reference
@@ -47,8 +52,14 @@ anynets = st.builds(
 )
 
 
+SHARDS = 4
+
+
+@pytest.mark.parametrize("shard", range(SHARDS), ids=lambda shard: f"shard{shard}")
+@settings(max_examples=-(-settings.default.max_examples // SHARDS))  # together, at least the profile's count
 @given(spec=anynets, height=st.integers(1, 21), width=st.integers(1, 21), seed=st.integers(0, 2**16))
-def test_fuzzed_anynet_agrees_in_every_direction(spec, height, width, seed):
+def test_fuzzed_anynet_agrees_in_every_direction(shard, spec, height, width, seed):
+    """Each ``shard`` draws its own examples (Hypothesis seeds every test id apart)."""
     x = np.random.default_rng(seed).standard_normal((1, spec.in_channels, height, width))
     rig = TransferRig(spec, FRAMEWORKS, "float64", seed=seed)
     failures = []
