@@ -117,9 +117,35 @@ def explain_screen(result) -> list:
         color = "yellow" if result.hint.pitfall else "red"
         fix = f"\n[dim]how the suite avoids it: {escape(result.hint.pitfall.fix)}[/]" if result.hint.pitfall else ""
         screen.append(f"[bold {color}]hint[/] at [bold]{result.first}[/]: {escape(result.hint.text)}{fix}")
+        if result.causes:
+            screen.append(causes_table(result))
     elif not result.diverged:
         screen.append(f"[bold green]no divergence[/]: all {len(result.points)} points within tolerance, same structure")
     return screen
+
+
+# Layers listed per cause; the rest are counted.
+CAUSE_POINTS = 4
+
+
+def causes_table(result) -> Table:
+    """Every cause from the first divergence on: the layers whose own computation differs in B (each fed
+    B's own inputs), grouped by the pitfall that reproduces them."""
+    layers = sum(len(cause.points) for cause in result.causes)
+    table = Table(
+        title=f"every cause: {layers} layers compute differently on their own inputs, {len(result.causes)} "
+        f"cause{'s' if len(result.causes) > 1 else ''}",
+        title_justify="left",
+    )
+    for column in ("cause", "layers", "where", "at the first"):
+        table.add_column(column, justify="right" if column == "layers" else "left", overflow="fold")
+    for cause in result.causes:
+        shown = ", ".join(cause.points[:CAUSE_POINTS])
+        more = len(cause.points) - CAUSE_POINTS
+        where = shown + (f" and {more} more" if more > 0 else "")
+        title = cause.pitfall.title if cause.pitfall else "no known pitfall"
+        table.add_row(title, str(len(cause.points)), where, cause.hint.text, style="" if cause.pitfall else "red")
+    return table
 
 
 def shown_points(points) -> tuple[int, int, int | None]:

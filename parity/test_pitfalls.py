@@ -17,6 +17,8 @@ import pytest
 
 from parity import divergence
 from parity.specs import get_spec
+from parity.variants import fits_untransposed
+from parity.weights import schema
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -84,6 +86,36 @@ def test_pitfall_every_point_before_the_first_divergence_agrees(case):
     points = [p.point for p in result.points]
     assert not any(p.exceeds for p in result.points[: points.index(case.first)])
     assert result.points[-1].exceeds, "the pitfall reaches the logits"
+
+
+def pitfall_locations(model: str, variant: str) -> list[str]:
+    """The activation points of ``model`` that ``variant``'s pitfall changes, read from the spec's graph."""
+    spec = get_spec(model)
+    fits = {p.name.rsplit(".", 1)[0] for p in schema(spec).values() if fits_untransposed(p)}
+
+    def changed(node) -> bool:
+        if variant == "same_padding":  # INPUT_SIZES keep every strided layer's input even: 'same' pads (0, 1)
+            if node.op == "max_pool":
+                return node.window[1] > 1 and node.window[2] > 0
+            return node.op == "conv" and node.layer.stride > 1 and node.layer.padding > 0
+        if variant == "keras_bn_epsilon":
+            return node.op == "bn"
+        if variant == "avgpool_excludes_padding":
+            return node.op == "avg_pool" and node.window[2] > 0
+        if variant == "unpermuted_flatten":
+            return node.op == "dense" and node.layer.flatten_from is not None
+        return node.op == "conv" and node.layer.path in fits  # untransposed_kernel
+
+    return [node.name for node in spec.graph() if node.point and changed(node)]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.variant != "d2l_stage_bug"], ids=case_id)
+def test_pitfall_every_layer_it_changes_is_one_cause(case):
+    """Checked layer by layer after the first divergence, the layers whose own computation differs are
+    exactly those the pitfall changes, and one cause, the pitfall, explains them all."""
+    result = explained(case.model, "torch", case.dst, case.variant)
+    assert [cause.pitfall for cause in result.causes] == [case.pitfall]
+    assert list(result.causes[0].points) == pitfall_locations(case.model, case.variant)
 
 
 def test_pitfall_d2l_stage_bug_is_caught_by_the_structural_audit():

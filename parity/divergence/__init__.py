@@ -8,16 +8,18 @@
 
 from parity.divergence.audit import LayerDifference, audit, diagnose_structure, spec_structure
 from parity.divergence.explain import (
+    Cause,
     Divergence,
     ParamMapping,
     PointDiff,
     VariantUnavailable,
     explain,
     layer_mapping,
+    local_causes,
     point_diffs,
     tolerance_bound,
 )
-from parity.divergence.graph import point_inputs, point_nodes, point_sources
+from parity.divergence.graph import each_point_inputs, point_inputs, point_nodes, point_sources
 from parity.divergence.pitfalls import (
     AVGPOOL_EXCLUDES_PADDING,
     D2L_STAGE_BUG,
@@ -41,6 +43,7 @@ __all__ = [
     "SAME_PADDING",
     "UNPERMUTED_FLATTEN",
     "UNTRANSPOSED_KERNEL",
+    "Cause",
     "Divergence",
     "Hint",
     "LayerDifference",
@@ -51,8 +54,10 @@ __all__ = [
     "audit",
     "diagnose_layer",
     "diagnose_structure",
+    "each_point_inputs",
     "explain",
     "layer_mapping",
+    "local_causes",
     "point_diffs",
     "point_inputs",
     "point_nodes",

@@ -6,19 +6,25 @@ biases randomised as ``parity.harness.TransferRig`` does) and in backend B (opti
 activation point under ``parity.harness.TOLERANCE``. At the first diverging point the
 layer is diagnosed (``parity.divergence.pitfalls``); a model that cannot take A's weights
 gets the structural audit (``parity.divergence.audit``) instead.
+
+A naive port often has several pitfalls at once, and after the first divergence every later
+point differs. So from the first divergence on, each layer is also checked on its own: its node
+fed B's own activations of its inputs, as the spec computes it, against B's output. The layers
+whose own computation differs are grouped into causes by the pitfall that reproduces each.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from parity import reference
 from parity.backends import get_backend
 from parity.divergence.audit import LayerDifference, audit, diagnose_structure
-from parity.divergence.graph import point_inputs, point_nodes
-from parity.divergence.pitfalls import Hint, diagnose_layer
+from parity.divergence.graph import each_point_inputs, point_inputs, point_nodes
+from parity.divergence.pitfalls import Hint, Pitfall, diagnose_layer, reproduces
 from parity.harness import TOLERANCE, TransferRig, logit_diff
 from parity.specs import Spec
 from parity.weights import WeightsError
@@ -50,6 +56,39 @@ def point_diffs(
         max_abs, max_rel, within = logit_diff(a, b, dtype) if a.shape == b.shape else (np.inf, np.inf, False)
         diffs.append(PointDiff(point, nodes[point].op, a.shape, b.shape, max_abs, max_rel, scale, not within))
     return diffs
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Layers of B whose own computation differs from the spec's, explained alike: by ``pitfall`` (None
+    when no known pitfall reproduces them), as ``hint`` says for the first of ``points``."""
+
+    pitfall: Pitfall | None
+    points: tuple[str, ...]
+    hint: Hint
+
+
+def local_causes(
+    spec: Spec,
+    acts_b: Mapping[str, np.ndarray],
+    x: np.ndarray,
+    weights: Mapping[str, np.ndarray],
+    dtype: str,
+    start: str,
+) -> list[Cause]:
+    """The activation points from ``start`` on whose node, fed B's own activations of its inputs, does not
+    give B's output as the spec computes it, grouped by the pitfall that reproduces B's output there."""
+    nodes = point_nodes(spec)
+    points = spec.activation_points()
+    weights64 = {name: np.asarray(value, np.float64) for name, value in weights.items()}
+    found: dict[str | None, list[tuple[str, Hint]]] = {}
+    for point, inputs in each_point_inputs(spec, points[points.index(start) :], acts_b, x, weights64):
+        node, observed = nodes[point], acts_b[point]
+        if reproduces(reference.apply(node, inputs, weights64), observed, dtype):
+            continue
+        hint = diagnose_layer(node, inputs, observed, weights64, dtype)
+        found.setdefault(hint.pitfall.name if hint.pitfall else None, []).append((point, hint))
+    return [Cause(hints[0][1].pitfall, tuple(point for point, _ in hints), hints[0][1]) for hints in found.values()]
 
 
 @dataclass(frozen=True)
@@ -94,6 +133,7 @@ class Divergence:
     first: str | None = None
     mapping: list[ParamMapping] | None = None
     hint: Hint | None = None
+    causes: list[Cause] = field(default_factory=list)
 
     @property
     def diverged(self) -> bool:
@@ -166,6 +206,8 @@ def explain(
             inputs = point_inputs(spec, first.point, acts_a, x, weights)
             node = point_nodes(spec)[first.point]
             result.first, result.hint = first.point, diagnose_layer(node, inputs, acts_b[first.point], weights, dtype)
+            step("checking every later layer on its own")
+            result.causes = local_causes(spec, acts_b, x, weights, dtype, first.point)
     if result.first is None and result.structure:
         result.first, result.hint = result.structure[0].layer, diagnose_structure(spec, structure_a, structure_b)
     if result.first is not None:

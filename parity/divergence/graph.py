@@ -7,7 +7,7 @@ no framework exposes) are recomputed in numpy from those earlier points' values.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -40,7 +40,21 @@ def point_inputs(
 ) -> list[np.ndarray]:
     """The inputs of ``point``'s node, computed in float64 from ``activations`` (and the network
     input ``x``): the points it reads are taken as they are, the ops in between recomputed."""
+    return dict(each_point_inputs(spec, [point], activations, x, weights))[point]
+
+
+def each_point_inputs(
+    spec: Spec,
+    points: Iterable[str],
+    activations: Mapping[str, np.ndarray],
+    x: np.ndarray,
+    weights: Mapping[str, np.ndarray],
+) -> Iterator[tuple[str, list[np.ndarray]]]:
+    """(point, its node's inputs) for each of ``points``, as ``point_inputs`` computes them, converting
+    the activations and weights to float64 once."""
     known = {name: np.asarray(value, np.float64) for name, value in activations.items()}
     known[INPUT] = np.asarray(x, np.float64)
     weights64 = {name: np.asarray(value, np.float64) for name, value in weights.items()}
-    return [reference.evaluate(spec, weights64, known, source) for source in point_nodes(spec)[point].inputs]
+    nodes = point_nodes(spec)
+    for point in points:
+        yield point, [reference.evaluate(spec, weights64, known, source) for source in nodes[point].inputs]
