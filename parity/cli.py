@@ -1,9 +1,9 @@
 """The ``parity`` command: ``parity summary MODEL``, ``parity compare MODEL``, ``parity convert``,
-``parity explain MODEL --from A --to B`` and ``parity report MODEL --out report.html``: argument
+``parity explain MODEL --from A --to B``, ``parity report MODEL --out report.html`` and ``parity bench``: argument
 handling and printing (``parity convert``'s pipeline is ``parity.convert``).
 
 Exit codes: 0 all transfers within tolerance (explain: no divergence), 1 some transfer out of
-tolerance (explain: the backends diverge),
+tolerance (explain: the backends diverge; bench never fails on what it measures),
 2 a usage error (unknown model or framework, framework not installed, bad option,
 a weights file that does not fit the model), reported in one line without a traceback.
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from parity import bench
 from parity.backends import DTYPES, FRAMEWORKS, BackendUnavailable, get_backend
 from parity.specs import SPECS, get_spec
 
@@ -167,11 +168,14 @@ def explain_input(spec, size: str | None, dtype: str) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((2, spec.in_channels, height, width)).astype(dtype)
 
 
-def checked_variant(framework: str, variant: str | None) -> str | None:
-    known = getattr(get_backend(framework), "VARIANTS", {})
-    if variant is not None and variant not in known:
-        names = ", ".join(known) or "none"
-        raise UsageError(f"--variant: {framework} has no variant {variant!r}; known {framework} variants: {names}")
+def checked_variant(framework: str, spec, variant: str | None) -> str | None:
+    """``variant`` if ``framework``'s backend builds it for ``spec`` (``parity.variants.check_variant``)."""
+    from parity.variants import check_variant
+
+    try:
+        check_variant(framework, getattr(get_backend(framework), "VARIANTS", {}), spec, variant)
+    except ValueError as error:
+        raise UsageError(f"--{error}") from None
     return variant
 
 
@@ -181,7 +185,7 @@ def cmd_explain(args: argparse.Namespace, console: Console) -> int:
 
     spec = model_spec(args.model)
     src, dst = parse_frameworks(args.source)[0], parse_frameworks(args.to)[0]
-    variant = checked_variant(dst, args.variant)
+    variant = checked_variant(dst, spec, args.variant)
     x = explain_input(spec, args.input_size, args.dtype)
     with Console(stderr=True).status("explaining") as status:
         try:
@@ -215,6 +219,26 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         f"({len(report.transfers)} transfers)"
     )
     return 0 if report.passed else EXIT_FAIL
+
+
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    if args.rounds < 1:
+        raise UsageError(f"--rounds: expected a positive integer, got {args.rounds}")
+    frameworks = [n.strip() for n in args.frameworks.split(",")] if args.frameworks else list(FRAMEWORKS)
+    if not set(frameworks) <= set(FRAMEWORKS) or len(set(frameworks)) != len(frameworks):
+        raise UsageError(f"--frameworks: expected distinct names from {','.join(FRAMEWORKS)}, got {args.frameworks!r}")
+    if args.json not in (None, "-") and not Path(args.json).resolve().parent.is_dir():
+        raise UsageError(f"--json: no such directory {str(Path(args.json).parent)!r}")
+    sections = [s for s in bench.SECTIONS if s in (args.only or bench.SECTIONS)]
+    # with --json -, stdout holds the JSON alone and the tables go to stderr
+    shown = Console(stderr=True, highlight=False, width=console.width) if args.json == "-" else console
+    result = bench.run(frameworks, sections, args.rounds, shown.print)
+    if args.json == "-":
+        print(json.dumps(result, indent=2))
+    elif args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        shown.print(f"wrote {args.json}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -273,12 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
         "explain",
         help="compare two frameworks layer by layer: the first diverging layer and a cause hint",
         description="A's weights (randomised BatchNorm and biases) go into B; every activation point is compared in "
-        "execution order. --variant builds B as one of its naive ports (a classic porting pitfall).",
+        "execution order. --variant builds B as one of its naive ports: a classic porting pitfall, several "
+        "joined by '+', or d2l_FRAMEWORK_tab, the book's code in B's framework.",
     )
     expl.add_argument("model", help=f"one of: {models}")
     expl.add_argument("--from", dest="source", required=True, help=f"A, one of {', '.join(FRAMEWORKS)}")
     expl.add_argument("--to", required=True, help=f"B, one of {', '.join(FRAMEWORKS)}")
-    expl.add_argument("--variant", help="build B as this naive port (see each backend's VARIANTS)")
+    expl.add_argument(
+        "--variant", help="build B as this naive port: PITFALL[+PITFALL...] (each backend's VARIANTS) or d2l_FW_tab"
+    )
     expl.add_argument("--dtype", choices=DTYPES, default="float32")
     expl.add_argument("--input-size", help="H,W of the input (default: the model's)")
     expl.set_defaults(run=cmd_explain)
@@ -291,6 +318,22 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--frameworks", help=f"comma-separated subset of {','.join(FRAMEWORKS)} (default: all)")
     rep.add_argument("--dtype", choices=DTYPES, default="float32")
     rep.set_defaults(run=cmd_report)
+
+    ben = sub.add_parser(
+        "bench",
+        help="forward img/s against torch, build and first-call times, and a RegNetX-32GF conversion's time and memory",
+        description="Forward throughput of every backend at batch 1 and 8 (RegNetX32 96x96, RegNetX-400MF 224x224), "
+        "interleaved with a plain-PyTorch reference (torchvision's regnet_x_400mf) and reported as ratios to it; "
+        "build and first-call seconds in fresh processes; parity convert of a RegNetX-32GF checkpoint into each "
+        "framework: wall time and peak memory above the import baseline. Never fails on a slow result.",
+    )
+    ben.add_argument(
+        "--rounds", type=int, default=bench.ROUNDS, help=f"interleaved forward rounds (default: {bench.ROUNDS})"
+    )
+    ben.add_argument("--only", action="append", choices=bench.SECTIONS, help="run this section only (repeatable)")
+    ben.add_argument("--frameworks", help=f"comma-separated subset of {','.join(FRAMEWORKS)} (default: all)")
+    ben.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-': stdout alone)")
+    ben.set_defaults(run=cmd_bench)
     return parser
 
 
