@@ -166,8 +166,9 @@ class ResNeXtBlock(nn.Module, kw_only=True):
     """The ResNeXt block: 1x1 -> grouped 3x3 (strides) -> 1x1, plus an identity or 1x1 shortcut.
 
     ``group_width`` is the number of channels per group (d2l calls it ``groups``);
-    the 3x3 convolution has ``bot_channels // group_width`` groups. The ``same_padding``
-    pitfall pads it with Flax's ``'SAME'`` as d2l's JAX code does.
+    the 3x3 convolution has ``bot_channels // group_width`` groups. The ``same_padding`` and
+    ``same_padding_in_blocks`` pitfalls pad it with Flax's ``'SAME'``, as d2l's JAX ResNeXtBlock does
+    (``padding='same'`` in its conv2).
     """
 
     num_channels: int
@@ -211,7 +212,7 @@ class ResNeXtBlock(nn.Module, kw_only=True):
             bot_channels,
             3,
             strides=self.strides,
-            padding=padding(1, "same_padding" in self.pitfalls),
+            padding=padding(1, bool({"same_padding", "same_padding_in_blocks"} & self.pitfalls)),
             groups=bot_channels // self.group_width,
         )
         self.conv3 = conv(self.num_channels, 1)
@@ -234,7 +235,8 @@ class ResNeXtBlock(nn.Module, kw_only=True):
 class AnyNet(nn.Module):
     """d2l's AnyNet: ``net`` = Sequential(stem, stage1, stage2, ..., head); stage i's blocks ``block0``, ...
 
-    ``pitfalls``: ``same_padding`` puts Flax's ``'SAME'`` in every padded conv.
+    ``pitfalls``: ``same_padding`` puts Flax's ``'SAME'`` in every padded conv; ``same_padding_in_blocks``
+    in the blocks' only, the stem padded symmetrically, as d2l's JAX tab has it (``padding=(1, 1)``).
     """
 
     spec: specs.AnyNet

@@ -133,15 +133,17 @@ REGISTRY.register(specs.ResidualNet, ResidualNet.from_spec, RESIDUAL_NET_TABLE)
 REGISTRY.register(specs.DenseNet, DenseNet, DENSENET_TABLE)
 
 VARIANTS = {
-    "same_padding": "d2l's JAX code: Flax's padding='SAME' in every padded conv and pool instead of explicit "
-    "symmetric padding; at stride 2 on an even size it pads bottom/right only",
+    "same_padding": "Flax's padding='SAME' in every padded conv and pool instead of explicit symmetric padding; "
+    "at stride 2 on an even size it pads bottom/right only",
+    "same_padding_in_blocks": "Flax's padding='SAME' in AnyNet's ResNeXt blocks' grouped 3x3 convs only, the stem "
+    "padded symmetrically (d2l's JAX tab)",
     "unpermuted_flatten": "the dense weight after the flatten copied in NCHW (C, H, W) input order, not permuted "
     "to Flax's (H, W, C) flatten",
     "untransposed_kernel": "OIHW kernels turned into (kh, kw, O, I/groups) by transpose(2, 3, 0, 1) wherever that "
     "shape equals HWIO's (O == I/groups): input and output channels swapped",
 }
 # The pitfalls that change the network, and so its compiled functions; the others change only the weight mapping.
-NETWORK_PITFALLS = frozenset({"same_padding"})
+NETWORK_PITFALLS = frozenset({"same_padding", "same_padding_in_blocks"})
 
 _INIT_SIZE = 8
 # Train mode's dropout stream: a fixed key keeps ``forward`` a function of the weights and the input.

@@ -15,7 +15,9 @@ that run by one that keeps its output under the layer's native path (``_recordin
 
 ``VARIANTS`` are naive ports, one classic porting pitfall each, built with
 ``build(spec, variant=...)``: real, runnable models that differ from the spec's function.
-``check_variant`` turns a variant into the model's ``pitfalls``; three change the layers
+Pitfalls compose (``same_padding+keras_bn_epsilon``), and ``d2l_tf_tab`` is the book's
+TensorFlow code of the spec (``spec.book_tabs()``, e.g. RegNetX32's and ResNet-18's: both
+of those). ``check_variant`` turns a variant into the model's ``pitfalls``; three change the layers
 (``impl_tf.anynet.LayerMaker``, ``impl_tf.inception``), two only the way ``load_weights`` and
 ``export_weights`` map canonical tensors (``table(spec, variant)``).
 """
@@ -46,7 +48,8 @@ from parity.weights import Param, Weights, schema
 
 VARIANTS = {
     "same_padding": (
-        "d2l's TF code: padding='same' in every padded conv and pool; at stride 2 it pads bottom/right only"
+        "Keras' padding='same' in every padded conv and pool instead of explicit symmetric padding; at stride 2 "
+        "on an even size it pads bottom/right only"
     ),
     "keras_bn_epsilon": "BatchNormalization() with Keras' default epsilon 1e-3 instead of the spec's",
     "avgpool_excludes_padding": (

@@ -23,7 +23,7 @@ from parity.weights import schema
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 # Even sizes: 'same' padding at stride 2 pads an even size asymmetrically (an odd one symmetrically).
-INPUT_SIZES = {"regnetx32": (32, 32), "inception_mnist": (28, 28)}
+INPUT_SIZES = {"regnetx32": (32, 32), "inception_mnist": (28, 28), "resnet18": (32, 32)}
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,8 @@ def pitfall_locations(model: str, variant: str) -> list[str]:
     fits = {p.name.rsplit(".", 1)[0] for p in schema(spec).values() if fits_untransposed(p)}
 
     def changed(node) -> bool:
+        if variant == "same_padding_in_blocks":
+            return ".blocks." in node.name and node.op == "conv" and node.layer.stride > 1 and node.layer.padding > 0
         if variant == "same_padding":  # INPUT_SIZES keep every strided layer's input even: 'same' pads (0, 1)
             if node.op == "max_pool":
                 return node.window[1] > 1 and node.window[2] > 0
@@ -116,6 +118,51 @@ def test_pitfall_every_layer_it_changes_is_one_cause(case):
     result = explained(case.model, "torch", case.dst, case.variant)
     assert [cause.pitfall for cause in result.causes] == [case.pitfall]
     assert list(result.causes[0].points) == pitfall_locations(case.model, case.variant)
+
+
+@dataclass(frozen=True)
+class Tab:
+    """d2l's tab of ``model`` in ``dst``'s framework (``d2l_{dst}_tab``), fed torch's weights."""
+
+    model: str
+    dst: str
+    first: str
+    causes: tuple[tuple[divergence.Pitfall, str], ...]  # (pitfall, the variant whose locations it has)
+
+    @property
+    def variant(self) -> str:
+        return f"d2l_{self.dst}_tab"
+
+
+TABS = (
+    Tab(
+        "regnetx32",
+        "tf",
+        "stem.conv",
+        ((divergence.SAME_PADDING, "same_padding"), (divergence.KERAS_BN, "keras_bn_epsilon")),
+    ),
+    Tab("regnetx32", "jax", "stages.0.blocks.0.conv2", ((divergence.SAME_PADDING, "same_padding_in_blocks"),)),
+    Tab(
+        "resnet18",
+        "tf",
+        "b1.conv",
+        ((divergence.SAME_PADDING, "same_padding"), (divergence.KERAS_BN, "keras_bn_epsilon")),
+    ),
+    Tab("resnet18", "jax", "b1.conv", ((divergence.SAME_PADDING, "same_padding"),)),
+    Tab("regnetx32", "mxnet", "stages.0.blocks.1.conv1", ()),
+)
+
+
+@pytest.mark.parametrize("tab", TABS, ids=lambda tab: f"{tab.model}-{tab.variant}")
+def test_pitfall_book_tab_diverges_first_where_the_book_pads_and_names_every_cause(tab):
+    result = explained(tab.model, "torch", tab.dst, tab.variant)
+    if tab.dst == "mxnet":  # the book's MXNet AnyNet is d2l_stage_bug: a structure that takes no canonical weights
+        assert result.load_error and result.hint.pitfall == divergence.D2L_STAGE_BUG and result.first == tab.first
+        return
+    assert result.first == tab.first and result.hint.pitfall == divergence.SAME_PADDING
+    assert [cause.pitfall for cause in result.causes] == [pitfall for pitfall, _ in tab.causes]
+    for cause, (_, located) in zip(result.causes, tab.causes, strict=True):
+        assert list(cause.points) == pitfall_locations(tab.model, located)
 
 
 def test_pitfall_d2l_stage_bug_is_caught_by_the_structural_audit():
@@ -154,7 +201,27 @@ def porting_guide_rows() -> list[str]:
     return rows
 
 
+def book_tab_rows() -> list[str]:
+    """The README's table of d2l's tabs, one row per tab, from what the harness reports."""
+    rows = []
+    for tab in TABS:
+        result = explained(tab.model, "torch", tab.dst, tab.variant)
+        book = get_spec(tab.model).book_tabs()[tab.dst]
+        if result.load_error:
+            causes = f"{result.hint.pitfall.title} (structural: {len(result.structure)} layers)"
+            logits = f"cannot take the weights: {result.parameters_b:,} parameters, not {result.parameters_a:,}"
+        else:
+            causes = ", ".join(f"{cause.pitfall.title} ({len(cause.points)} layers)" for cause in result.causes)
+            logits = f"{result.points[-1].max_rel:.0%}"
+        pitfalls = " + ".join(f"`{pitfall}`" for pitfall in book.pitfalls)
+        rows.append(
+            f"| `{tab.variant}` | {tab.model} | {pitfalls} | {causes} | `{result.first}` | {logits} "
+            f"| {book.training_only or '-'} |"
+        )
+    return rows
+
+
 def test_pitfall_readme_porting_guide_matches_the_harness():
     readme = README.read_text(encoding="utf-8")
-    missing = [row for row in porting_guide_rows() if row not in readme]
+    missing = [row for row in porting_guide_rows() + book_tab_rows() if row not in readme]
     assert not missing, "README's porting guide differs from the harness; expected rows:\n" + "\n".join(missing)

@@ -1,8 +1,12 @@
 """The naive-port variants: when each pitfall applies to a spec, and the one check every backend runs.
 
-A backend lists the variants it can build in ``VARIANTS``; whether a variant makes
-sense for a spec (it would change what the spec computes, and fit it) depends only on
-the spec, so the rules live here, once.
+A backend lists the pitfalls it can build in ``VARIANTS``; whether a pitfall makes sense
+for a spec (it would change what the spec computes, and fit it) depends only on the
+spec, so the rules live here, once.
+
+A variant is a set of pitfalls: one name (``same_padding``), several joined by ``+``
+(``same_padding+keras_bn_epsilon``), or one of d2l's tabs of the spec in the backend's
+framework (``d2l_tf_tab``: the pitfalls that ``spec.book_tabs()`` records for that tab).
 """
 
 from __future__ import annotations
@@ -72,23 +76,66 @@ def variant_problem(spec: specs.Spec, variant: str) -> str | None:
                 "so a wrongly transposed kernel would fit none of them"
             )
         )
+    if variant == "same_padding_in_blocks":
+        return specs.same_padding_in_blocks_problem(spec)
     if variant == "d2l_stage_bug":
         return specs.d2l_stage_bug_problem(spec)
     raise KeyError(f"no applicability rule for variant {variant!r}")
 
 
+SEPARATOR = "+"
+# d2l's tabs besides PyTorch's, whose code the specs are.
+TAB_FRAMEWORKS = ("tf", "jax", "mxnet")
+
+
+def book_tab(framework: str) -> str:
+    """The variant name of d2l's tab in ``framework``: ``d2l_tf_tab``."""
+    return f"d2l_{framework}_tab"
+
+
+def known_variants(framework: str, variants: Mapping[str, str]) -> str:
+    """The variants ``framework``'s backend builds, for an error message: its pitfalls and its book tab."""
+    names = [*variants, *([book_tab(framework)] if framework in TAB_FRAMEWORKS else [])]
+    return ", ".join(names) or "none"
+
+
+def variant_pitfalls(framework: str, variants: Mapping[str, str], spec: specs.Spec, variant: str) -> tuple[str, ...]:
+    """The pitfall names that ``variant`` means for ``spec`` on ``framework``'s backend: its book tab's, or
+    the ``+``-joined names themselves; ValueError naming ``variant`` when it means none."""
+    known = known_variants(framework, variants)
+    if framework in TAB_FRAMEWORKS and variant == book_tab(framework):
+        tab = spec.book_tabs().get(framework)
+        if tab is None:
+            raise ValueError(
+                f"variant: {variant!r} does not apply to {spec.name}: d2l's {framework} tab of it computes what "
+                f"its PyTorch tab does (known variants: {known})"
+            )
+        return tab.pitfalls
+    if variant.startswith("d2l_") and variant.endswith("_tab"):
+        own = book_tab(framework) if framework in TAB_FRAMEWORKS else "the spec itself, d2l's PyTorch tab"
+        raise ValueError(f"variant: {variant!r} is another framework's tab; the {framework} backend builds {own}")
+    pitfalls = tuple(variant.split(SEPARATOR))
+    unknown = [pitfall for pitfall in pitfalls if pitfall not in variants]
+    if unknown:
+        raise ValueError(
+            f"variant: unknown variant {unknown[0]!r} of the {framework} backend; known variants: {known}"
+            + (f" (join several with {SEPARATOR!r})" if variants else "")
+        )
+    return pitfalls
+
+
 def check_variant(framework: str, variants: Mapping[str, str], spec: specs.Spec, variant: str | None) -> frozenset[str]:
     """The pitfalls a model built as ``variant`` has (none for None); ValueError naming ``variant``
-    unless it is None, one of ``variants`` and applies to ``spec``.
+    unless it is None or means pitfalls of ``variants`` that all apply to ``spec``.
 
-    Model code asks ``"same_padding" in pitfalls``: the one way every backend switches a variant on.
+    Model code asks ``"same_padding" in pitfalls``: the one way every backend switches a pitfall on.
     """
     if variant is None:
         return frozenset()
-    known = ", ".join(variants) or "none"
-    if variant not in variants:
-        raise ValueError(f"variant: unknown variant {variant!r} of the {framework} backend; known variants: {known}")
-    problem = variant_problem(spec, variant)
-    if problem:
-        raise ValueError(f"variant: {variant!r} does not apply to {spec.name}: {problem} (known variants: {known})")
-    return frozenset({variant})
+    pitfalls = variant_pitfalls(framework, variants, spec, variant)
+    for pitfall in pitfalls:
+        problem = variant_problem(spec, pitfall)
+        if problem:
+            known = ", ".join([*variants, book_tab(framework)])
+            raise ValueError(f"variant: {pitfall!r} does not apply to {spec.name}: {problem} (known variants: {known})")
+    return frozenset(pitfalls)

@@ -205,10 +205,13 @@ def run(capsys, *argv):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["explain", "inception_mnist", "--from", "torch", "--to", "tf", "--variant", "nope"], "known tf variants: "),
+        (
+            ["explain", "inception_mnist", "--from", "torch", "--to", "tf", "--variant", "nope"],
+            "of the tf backend; known variants: ",
+        ),
         (
             ["explain", "inception_mnist", "--from", "torch", "--to", "torch", "--variant", "same_padding"],
-            "known torch variants: none",
+            "of the torch backend; known variants: none",
         ),
         (["explain", "inception_mnist", "--from", "torch", "--to", "caffe"], "unknown framework 'caffe'"),
         (

@@ -88,14 +88,19 @@ def mnist_net(mnist_weights):
 
 
 def test_variants_are_the_shared_names_with_descriptions():
-    assert list(backend.VARIANTS) == ["same_padding", "unpermuted_flatten", "untransposed_kernel"]
+    assert list(backend.VARIANTS) == [
+        "same_padding",
+        "same_padding_in_blocks",
+        "unpermuted_flatten",
+        "untransposed_kernel",
+    ]
     assert all(isinstance(text, str) and text for text in backend.VARIANTS.values())
 
 
 def test_unknown_variant_raises_naming_the_known_ones():
-    known = "same_padding, unpermuted_flatten, untransposed_kernel"
+    known = r"same_padding, same_padding_in_blocks, unpermuted_flatten, untransposed_kernel, d2l_jax_tab"
     with pytest.raises(
-        ValueError, match=f"^variant: unknown variant 'keras' of the jax backend; known variants: {known}$"
+        ValueError, match=f"^variant: unknown variant 'keras' of the jax backend; known variants: {known} "
     ):
         backend.build(REGNETX32, variant="keras")
 
@@ -126,13 +131,13 @@ def test_variant_that_changes_nothing_raises(variant, spec, why):
         backend.build(spec, variant=variant)
 
 
-def test_variants_switch_on_through_pitfalls_and_only_same_padding_changes_the_network():
+def test_variants_switch_on_through_pitfalls_and_only_the_padding_ones_change_the_network():
     """The weight-mapping pitfalls build the faithful linen module, so they share its compiled functions."""
     for variant in backend.VARIANTS:
         spec = {"unpermuted_flatten": MNIST_NET}.get(variant, REGNETX32)
         model = backend.build(spec, variant=variant)
         assert model.pitfalls == frozenset({variant})
-        assert model.network_pitfalls == (frozenset({variant}) & {"same_padding"})
+        assert model.network_pitfalls == (frozenset({variant}) & {"same_padding", "same_padding_in_blocks"})
     assert backend.build(REGNETX32).pitfalls == frozenset()
 
 
@@ -289,3 +294,14 @@ def test_structure_reads_the_native_variables(regnet):
     tensors["net/head/fc/params/kernel"] = np.zeros((96, 10))
     doctored = backend.FlaxModel(REGNETX32, "float64", backend._variables(tensors))
     assert backend.structure(doctored)["head.fc"] == (96 * 10 + 10, 1) != backend.structure(regnet)["head.fc"]
+
+
+def test_the_books_jax_tab_pads_same_only_in_the_blocks_conv2():
+    """d2l's JAX AnyNet: the stem conv padded symmetrically (``padding=(1, 1)``), every block's grouped
+    3x3 conv2 with ``padding='same'``; BatchNorm at Flax's epsilon 1e-5, which is the spec's."""
+    model = backend.build(REGNETX32, variant="d2l_jax_tab")
+    bound, table = backend._bound(model), backend.table(REGNETX32)
+    convs = [layer for layer in REGNETX32.layers() if isinstance(layer, specs.Conv) and layer.padding]
+    padding = {conv.path: backend._submodule(bound, table.native_module(conv.path)).padding for conv in convs}
+    assert padding.pop("stem.conv") == ((1, 1), (1, 1))
+    assert set(padding.values()) == {"SAME"} and all(path.endswith(".conv2") for path in padding)

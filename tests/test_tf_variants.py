@@ -262,3 +262,16 @@ def test_structure_reads_the_native_layers_not_the_spec():
     model.spec = dataclasses.replace(STRIDED_BLOCK, group_width=6)  # would be 2 groups of 6
     structure = backend.structure(model)
     assert structure["conv2"] == (12 * 4 * 9 + 12, 3) != expected_structure(model.spec)["conv2"] == (12 * 6 * 9 + 12, 2)
+
+
+def test_the_books_tf_tab_pads_same_where_the_book_does_and_keeps_keras_batchnorm_defaults():
+    """d2l's TF AnyNet: padding='same' in every padded conv (the stride-2 stem conv and each block's
+    grouped 3x3), the 1x1 convs unpadded, and BatchNormalization() at Keras' epsilon 1e-3 in all 33."""
+    model = backend.build(REGNETX32, variant="d2l_tf_tab")
+    by_path = {layer.path.split("/", 1)[1]: layer for layer in model._flatten_layers() if "/" in (layer.path or "")}
+    table = backend.table(REGNETX32)
+    convs = [layer for layer in REGNETX32.layers() if isinstance(layer, Conv)]
+    same = {conv.path for conv in convs if by_path[table.native_module(conv.path)].padding == "same"}
+    assert same == {conv.path for conv in convs if conv.padding} and len(same) == 11
+    norms = [layer for layer in by_path.values() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 33 and {norm.epsilon for norm in norms} == {1e-3}

@@ -26,11 +26,13 @@ def test_each_variant_applies_where_it_changes_the_function(variant, spec):
 
 def test_the_check_names_the_variant_the_spec_and_the_reason():
     variants = {"same_padding": "", "d2l_stage_bug": ""}
-    with pytest.raises(
-        ValueError,
-        match=r"^variant: unknown variant 'x' of the fw backend; known variants: same_padding, d2l_stage_bug$",
-    ):
-        check_variant("fw", variants, REGNETX32, "x")
+    known = r"known variants: same_padding, d2l_stage_bug, d2l_mxnet_tab \(join several with '\+'\)$"
+    with pytest.raises(ValueError, match=r"^variant: unknown variant 'x' of the mxnet backend; " + known):
+        check_variant("mxnet", variants, REGNETX32, "x")
+    with pytest.raises(ValueError, match=r"; known variants: none$"):
+        check_variant("torch", {}, REGNETX32, "same_padding")
+    with pytest.raises(ValueError, match=r"another framework's tab; the torch backend builds the spec itself"):
+        check_variant("torch", {}, REGNETX32, "d2l_tf_tab")
     with pytest.raises(ValueError, match=r"^variant: 'd2l_stage_bug' does not apply to googlenet: .*AnyNet specs only"):
         check_variant("fw", variants, GoogLeNet(), "d2l_stage_bug")
     shallow = AnyNet("shallow", stem_width=8, stages=(Stage(depth=1, width=16, group_width=8, bot_mul=1),))
@@ -47,3 +49,44 @@ def test_the_wrong_transpose_swaps_input_and_output_channels_and_is_its_own_inve
     naive = untransposed(w)
     assert naive.shape == (3, 3, 4, 4) and naive[1, 2, 3, 0] == w[3, 0, 1, 2]
     assert np.array_equal(untransposed(naive), w)
+
+
+TF = {"same_padding": "", "keras_bn_epsilon": "", "untransposed_kernel": ""}
+
+
+def test_pitfalls_compose_and_each_is_checked_on_its_own():
+    assert check_variant("tf", TF, REGNETX32, "same_padding+keras_bn_epsilon") == {"same_padding", "keras_bn_epsilon"}
+    with pytest.raises(ValueError, match=r"^variant: unknown variant 'bn_eps' of the tf backend"):
+        check_variant("tf", TF, REGNETX32, "same_padding+bn_eps")
+    with pytest.raises(
+        ValueError, match=r"^variant: 'keras_bn_epsilon' does not apply to googlenet: it has no BatchNorm"
+    ):
+        check_variant("tf", TF, GoogLeNet(), "same_padding+keras_bn_epsilon")
+
+
+def test_a_book_tab_is_the_pitfalls_its_spec_records_for_that_framework():
+    assert check_variant("tf", TF, REGNETX32, "d2l_tf_tab") == {"same_padding", "keras_bn_epsilon"}
+    assert check_variant("tf", TF, get_spec("resnet18"), "d2l_tf_tab") == {"same_padding", "keras_bn_epsilon"}
+    jax = {"same_padding": "", "same_padding_in_blocks": ""}
+    assert check_variant("jax", jax, REGNETX32, "d2l_jax_tab") == {"same_padding_in_blocks"}
+    assert check_variant("jax", jax, get_spec("resnet18"), "d2l_jax_tab") == {"same_padding"}
+    assert check_variant("mxnet", {"d2l_stage_bug": ""}, REGNETX32, "d2l_mxnet_tab") == {"d2l_stage_bug"}
+    with pytest.raises(ValueError, match=r"^variant: 'd2l_tf_tab' does not apply to googlenet: d2l's tf tab of it"):
+        check_variant("tf", TF, GoogLeNet(), "d2l_tf_tab")
+    with pytest.raises(ValueError, match=r"^variant: 'd2l_jax_tab' is another framework's tab; .* builds d2l_tf_tab"):
+        check_variant("tf", TF, REGNETX32, "d2l_jax_tab")
+
+
+def test_every_recorded_tab_cites_the_book_and_applies_to_its_spec():
+    for name in ("regnetx32", "resnet18"):
+        spec = get_spec(name)
+        for framework, tab in spec.book_tabs().items():
+            assert tab.pitfalls and ".md l. " in tab.source, (name, framework)
+            assert all(variant_problem(spec, pitfall) is None for pitfall in tab.pitfalls), (name, framework)
+
+
+def test_same_padding_in_blocks_needs_an_anynet_with_a_strided_block():
+    assert variant_problem(REGNETX32, "same_padding_in_blocks") is None
+    assert "AnyNet" in variant_problem(get_spec("resnet18"), "same_padding_in_blocks")
+    flat = AnyNet("flat", stem_width=8, stages=(Stage(depth=1, width=8, group_width=8, bot_mul=1, stride=1),))
+    assert "stride 1" in variant_problem(flat, "same_padding_in_blocks")

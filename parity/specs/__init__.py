@@ -18,6 +18,7 @@ from parity.specs.anynet import (
     d2l_stage_bug_layers,
     d2l_stage_bug_problem,
     regnetx32,
+    same_padding_in_blocks_problem,
 )
 from parity.specs.classic import VGG, AlexNet, BNLeNet, LeNet, NiN
 from parity.specs.densenet import DenseNet
@@ -27,6 +28,7 @@ from parity.specs.graph import (
     Architecture,
     BatchNorm,
     Block,
+    BookTab,
     Conv,
     Dense,
     GraphBuilder,
@@ -61,6 +63,7 @@ __all__ = [
     "Architecture",
     "BatchNorm",
     "Block",
+    "BookTab",
     "Conv",
     "Dense",
     "GoogLeNet",
@@ -82,6 +85,7 @@ __all__ = [
     "d2l_stage_bug_blocks",
     "d2l_stage_bug_layers",
     "d2l_stage_bug_problem",
+    "same_padding_in_blocks_problem",
     "get_spec",
     "infer_shapes",
     "regnetx",

@@ -6,7 +6,7 @@ import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from parity.specs.graph import OUTPUT, Architecture, Block, GraphBuilder, join
+from parity.specs.graph import OUTPUT, Architecture, Block, BookTab, GraphBuilder, join
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,32 @@ class AnyNet(Architecture):
             raise ValueError("AnyNet.stages must not be empty")
         list(self.blocks())  # every block validates its own arguments
 
+    def book_tabs(self) -> dict[str, BookTab]:
+        # d2l-en, chapter_convolutional-modern: cnn-design.md (AnyNet.stem, AnyNet.stage) and resnet.md
+        # (ResNeXtBlock); every tab's BatchNorm is the framework's default.
+        keras_momentum = "BatchNormalization() keeps Keras' momentum 0.99 (PyTorch's 0.1 means 0.9)"
+        return {
+            "tf": BookTab(
+                ("same_padding", "keras_bn_epsilon"),
+                "cnn-design.md l. 109-111: Conv2D(num_channels, 3, strides=2, padding='same'), "
+                "BatchNormalization(); resnet.md l. 602-608: conv2 Conv2D(bot_channels, 3, strides=strides, "
+                "padding='same', ...), bn1-bn4 BatchNormalization()",
+                keras_momentum,
+            ),
+            "jax": BookTab(
+                ("same_padding_in_blocks",),
+                "cnn-design.md l. 129-131: nn.Conv(num_channels, (3, 3), strides=(2, 2), padding=(1, 1)); "
+                "resnet.md l. 640-641: conv2 nn.Conv(bot_channels, (3, 3), strides=self.strides, padding='same', "
+                "...); nn.BatchNorm(not self.training) at Flax's epsilon 1e-5",
+                "nn.BatchNorm keeps Flax's momentum 0.99 (PyTorch's 0.1 means 0.9)",
+            ),
+            "mxnet": BookTab(
+                ("d2l_stage_bug",),
+                "cnn-design.md l. 148-149, the MXNet AnyNet.stage: ResNeXtBlock(num_channels, num_channels, "
+                "groups, bot_mul) for every block after a stage's first (see d2l_stage_bug_block)",
+            ),
+        }
+
     def blocks(self) -> Iterator[tuple[int, int, ResNeXtBlock]]:
         """(stage index, block index, block spec) in execution order.
 
@@ -206,6 +232,16 @@ def d2l_stage_bug_blocks(spec: Architecture) -> dict[str, ResNeXtBlock]:
     if not isinstance(spec, AnyNet):
         return {}
     return {block_path(i, j): d2l_stage_bug_block(block) for i, j, block in spec.blocks() if j > 0}
+
+
+def same_padding_in_blocks_problem(spec: Architecture) -> str | None:
+    """Why 'same' padding in the ResNeXt blocks' grouped 3x3 convs only (d2l's JAX ResNeXtBlock, its
+    AnyNet stem padded symmetrically) would not change ``spec``'s function, or None."""
+    if type(spec) is not AnyNet:
+        return f"it pads d2l's AnyNet's ResNeXt blocks, got a {type(spec).__name__} spec"
+    if all(block.stride == 1 for _, _, block in spec.blocks()):
+        return "every block has stride 1, and 'same' pads a stride-1 3x3 conv symmetrically, as the spec does"
+    return None
 
 
 def d2l_stage_bug_problem(spec: Architecture) -> str | None:

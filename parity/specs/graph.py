@@ -228,6 +228,18 @@ def infer_shapes(
     return shapes
 
 
+@dataclass(frozen=True)
+class BookTab:
+    """One of d2l's TensorFlow, JAX or MXNet tabs of an architecture, as its published code computes it:
+    the naive-port pitfalls it has against the PyTorch tab (variant names of ``parity.variants``),
+    where its code has them (``source``, the book's file and lines), and what differs that no eval-mode
+    check sees (``training_only``: BatchNorm momentum)."""
+
+    pitfalls: tuple[str, ...]
+    source: str
+    training_only: str = ""
+
+
 class Architecture:
     """What every spec is: a frozen dataclass with ``name`` and ``in_channels`` that adds its op
     graph to a ``GraphBuilder`` in ``build_graph``. The rest is derived here."""
@@ -263,6 +275,11 @@ class Architecture:
         """The one spatial size the net takes (its flatten feeds a dense layer), or None."""
         fixed = any(node.op == "flatten" for node in self.graph())
         return self.input_size if fixed else None
+
+    def book_tabs(self) -> dict[str, BookTab]:
+        """{framework: d2l's tab of this architecture in it} for the tabs whose code computes something
+        other than the PyTorch tab's; none recorded by default."""
+        return {}
 
 
 class Block(Architecture):

@@ -7,7 +7,7 @@ import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from parity.specs.graph import OUTPUT, Architecture, Block, GraphBuilder, join
+from parity.specs.graph import OUTPUT, Architecture, Block, BookTab, GraphBuilder, join
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,25 @@ class ResNet(Architecture):
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
     input_size: tuple[int, int] = (96, 96)
+
+    def book_tabs(self) -> dict[str, BookTab]:
+        # d2l-en, chapter_convolutional-modern/resnet.md: Residual and ResNet.b1 of each tab.
+        return {
+            "tf": BookTab(
+                ("same_padding", "keras_bn_epsilon"),
+                "resnet.md l. 188-197: Residual's conv1 Conv2D(num_channels, padding='same', kernel_size=3, "
+                "strides=strides), bn1 and bn2 BatchNormalization(); l. 310-315: b1's Conv2D(64, 7, strides=2, "
+                "padding='same'), BatchNormalization(), MaxPool2D(3, strides=2, padding='same')",
+                "BatchNormalization() keeps Keras' momentum 0.99 (PyTorch's 0.1 means 0.9)",
+            ),
+            "jax": BookTab(
+                ("same_padding",),
+                "resnet.md l. 218-221: Residual's conv1 nn.Conv(num_channels, (3, 3), padding='same', "
+                "strides=self.strides); l. 331-334: b1's nn.Conv(64, (7, 7), strides=(2, 2), padding='same') and "
+                "nn.max_pool(x, (3, 3), strides=(2, 2), padding='same'); nn.BatchNorm at Flax's epsilon 1e-5",
+                "nn.BatchNorm keeps Flax's momentum 0.99 (PyTorch's 0.1 means 0.9)",
+            ),
+        }
 
     def blocks(self) -> Iterator[tuple[str, Residual]]:
         """(canonical path ``b{s}.{j}``, block spec) in execution order, as d2l's ``block`` builds them."""
