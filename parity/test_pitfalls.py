@@ -23,7 +23,7 @@ from parity.weights import schema
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 # Even sizes: 'same' padding at stride 2 pads an even size asymmetrically (an odd one symmetrically).
-INPUT_SIZES = {"regnetx32": (32, 32), "inception_mnist": (28, 28), "resnet18": (32, 32)}
+INPUT_SIZES = {"regnetx32": (32, 32), "inception_mnist": (28, 28), "resnet18": (32, 32), "googlenet": (64, 64)}
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,8 @@ TABS = (
     ),
     Tab("resnet18", "jax", "b1.conv", ((divergence.SAME_PADDING, "same_padding"),)),
     Tab("regnetx32", "mxnet", "stages.0.blocks.1.conv1", ()),
+    Tab("googlenet", "tf", "b1.conv", ((divergence.SAME_PADDING, "same_padding"),)),
+    Tab("googlenet", "jax", "b1.conv", ((divergence.SAME_PADDING, "same_padding"),)),
 )
 
 

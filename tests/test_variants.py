@@ -78,7 +78,7 @@ def test_a_book_tab_is_the_pitfalls_its_spec_records_for_that_framework():
 
 
 def test_every_recorded_tab_cites_the_book_and_applies_to_its_spec():
-    for name in ("regnetx32", "resnet18"):
+    for name in ("regnetx32", "resnet18", "googlenet"):
         spec = get_spec(name)
         for framework, tab in spec.book_tabs().items():
             assert tab.pitfalls and ".md l. " in tab.source, (name, framework)

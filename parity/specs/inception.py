@@ -7,7 +7,7 @@ import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from parity.specs.graph import OUTPUT, Architecture, Block, GraphBuilder, join
+from parity.specs.graph import OUTPUT, Architecture, Block, BookTab, GraphBuilder, join
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,21 @@ class GoogLeNet(Architecture):
     num_classes: int = 10
     conv_bias: bool = True
     input_size: tuple[int, int] = (96, 96)
+
+    def book_tabs(self) -> dict[str, BookTab]:
+        # d2l-en, chapter_convolutional-modern/googlenet.md: b1 to b4 of each tab (no BatchNorm in GoogLeNet).
+        return {
+            "tf": BookTab(
+                ("same_padding",),
+                "googlenet.md l. 220-223: b1's Conv2D(64, 7, strides=2, padding='same') and MaxPool2D(pool_size=3, "
+                "strides=2, padding='same'); l. 267, 310, 362: b2's to b4's MaxPool2D(3, strides=2, padding='same')",
+            ),
+            "jax": BookTab(
+                ("same_padding",),
+                "googlenet.md l. 238-241: b1's nn.Conv(64, (7, 7), strides=(2, 2), padding='same') and "
+                "nn.max_pool(x, (3, 3), strides=(2, 2), padding='same'); l. 275, 316, 371: b2's to b4's max-pools",
+            ),
+        }
 
     # (c1, (c2_1, c2_2), (c3_1, c3_2), c4) per Inception block, as in the book
     B3 = ((64, (96, 128), (16, 32), 32), (128, (128, 192), (32, 96), 64))
