@@ -4,14 +4,17 @@ and the layers that every model file of this package shares.
 Read side by side with d2l-en ``chapter_convolutional-modern/resnet.md``
 (``ResNeXtBlock``) and ``cnn-design.md`` (``AnyNet``, ``RegNetX32``). Unlike the
 book, every numeric choice comes from the spec: symmetric explicit padding (Flax's
-``'same'`` pads only bottom/right at stride 2; the ``same_padding`` pitfall builds the
-book's ``'same'``, a naive port), BatchNorm epsilon and momentum, the conv bias, and
+``'same'`` pads only bottom/right at stride 2; the ``same_padding`` pitfall puts it in every
+padded conv, ``same_padding_in_blocks`` only in the blocks' grouped 3x3 as the book's JAX
+tab does: naive ports), BatchNorm epsilon and momentum, the conv bias, and
 ``dtype`` for both computation and parameters. Stages are named as the book's
 ``f'stage{i+1}'`` and their blocks ``block{j}``, so parameters live at readable paths
 such as ``params/net/stage1/block1/conv2/kernel``.
 
 Every model takes ``pitfalls``, the naive-port variant it is built as (a frozenset of
 pitfall names, empty for the faithful model), and asks ``"same_padding" in self.pitfalls``.
+The faithful model's ``bn_momentum`` is the spec's; the book's JAX tab keeps Flax's 0.99
+(PyTorch's 0.1 means 0.9), which only training would show.
 
 Importing this module turns on JAX's 64-bit mode (``jax_enable_x64``) for the
 whole process: float64 models need it, and JAX otherwise silently makes float32
@@ -53,7 +56,7 @@ class Sequential(nn.Sequential):
 
 def padding(amount: int, same: bool) -> Padding:
     """``amount`` zeros on every side or, for a padded layer of a naive port (``same``), Flax's own
-    ``'SAME'`` as in d2l's JAX code, which at stride 2 on an even size pads only the bottom/right."""
+    ``'SAME'``, which at stride 2 on an even size pads only the bottom/right."""
     return "SAME" if same and amount else amount
 
 

@@ -16,8 +16,9 @@ cnn-design.md ``AnyNet`` and ``RegNetX32``, the TensorFlow tabs). The difference
   blocks ``block0``, ``block1``, ...
 
 A model built with ``pitfalls`` (names from ``impl_tf.backend.VARIANTS``) is a naive port
-instead: ``LayerMaker`` makes the layers the way d2l's TensorFlow code does
-(``padding='same'``, Keras' default BatchNorm epsilon).
+instead: ``LayerMaker`` makes the layers with ``padding='same'`` (``same_padding``) or Keras'
+default BatchNorm epsilon (``keras_bn_epsilon``); both together are d2l's TensorFlow code
+(``d2l_tf_tab``), whose BatchNormalization() also keeps Keras' momentum 0.99, seen only in training.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class LayerMaker:
         """``ZeroPadding2D(padding)`` named ``{name}_pad``, then a 'valid' convolution ``name``, as in
         keras.applications; no padding step where ``padding`` is 0.
 
-        Under ``same_padding`` the convolution pads itself, as in d2l's TensorFlow code
+        Under ``same_padding`` the convolution pads itself, as d2l's TensorFlow code does
         (``padding='same'``, which is ``kernel_size // 2`` zeros a side at stride 1, and at stride 2
         on an even size one zero fewer on the top and left), and the padding step passes its input through.
         """
