@@ -215,6 +215,7 @@ class ResNeXtBlock(nn.Module, kw_only=True):
             bot_channels,
             3,
             strides=self.strides,
+            # d2l's JAX tab: conv2 nn.Conv(..., padding='same', ...) (d2l-en resnet.md l. 640-641)
             padding=padding(1, bool({"same_padding", "same_padding_in_blocks"} & self.pitfalls)),
             groups=bot_channels // self.group_width,
         )
@@ -258,7 +259,7 @@ class AnyNet(nn.Module):
         )
 
     def stem(self, num_channels: int) -> Sequential:
-        same = "same_padding" in self.pitfalls
+        same = "same_padding" in self.pitfalls  # not the book's JAX stem: padding=(1, 1) (cnn-design.md l. 129-130)
         conv = conv2d(
             num_channels,
             3,

@@ -100,6 +100,8 @@ class LayerMaker:
         if not padding:
             return [self.conv(filters, kernel_size, **conv)]
         if "same_padding" in self.pitfalls:
+            # d2l's TF tab (d2l-en chapter_convolutional-modern): cnn-design.md l. 109-110, resnet.md
+            # l. 188-191, 310-315 and 602-603, googlenet.md l. 220-223
             pad = layers.Identity(name=f"{name}_pad", dtype=self.dtype)
             return [pad, self.conv(filters, kernel_size, padding="same", **conv)]
         pad = layers.ZeroPadding2D(padding, name=f"{name}_pad", dtype=self.dtype)
@@ -123,6 +125,7 @@ class LayerMaker:
 
     def batch_norm(self, *, name: str) -> layers.BatchNormalization:
         """BatchNorm with the spec's epsilon; under ``keras_bn_epsilon`` with Keras' default (1e-3)."""
+        # d2l's TF tab: BatchNormalization() (cnn-design.md l. 111, resnet.md l. 196-197, 312 and 606-612)
         epsilon = {} if "keras_bn_epsilon" in self.pitfalls else {"epsilon": self.bn_eps}
         return layers.BatchNormalization(axis=-1, momentum=1 - self.bn_momentum, name=name, dtype=self.dtype, **epsilon)
 
