@@ -10,6 +10,10 @@ prefixes in the model files make predictable: ``stages.1.blocks.0.conv2.weight``
 The same tables name the Gluon blocks whose outputs are the activation points (a block's name
 is its prefix without the trailing ``_``).
 
+``forward`` and ``activations`` run the model as one compiled graph (``_compiled``), Gluon's
+``hybridize`` path, with the same bits as the model's imperative call; the model itself stays
+imperative, the way the book and ``layer_summary`` call it layer by layer.
+
 The ``d2l_stage_bug`` variant is the book's AnyNet as its MXNet code really builds it.
 Its later blocks have other tensors than the spec says, so its weights are checked and
 exported against the layers the model really has (``AsBuilt``), not the spec's: canonical
@@ -20,10 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import weakref
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd, nd
+from mxnet import autograd, gluon, nd
 
 from impl_mxnet.anynet import AnyNet, ResNeXtBlock
 from impl_mxnet.classic import VGG, AlexNet, BNLeNet, LeNet, NiN
@@ -185,7 +190,8 @@ def _input(model: Model, x_nchw: np.ndarray) -> nd.NDArray:
 
 
 def forward(model: Model, x_nchw: np.ndarray, train: bool = False) -> np.ndarray:
-    """Logits, or the block's NCHW output; ``train`` normalises with batch statistics.
+    """Logits, or the block's NCHW output, from the model's compiled graph (``_compiled``); ``train``
+    normalises with batch statistics.
 
     Gluon writes BatchNorm running statistics only in the backward pass of a graph
     recorded under ``autograd.record()``; ``autograd.pause`` records nothing, even
@@ -196,7 +202,29 @@ def forward(model: Model, x_nchw: np.ndarray, train: bool = False) -> np.ndarray
     """
     x = _input(model, x_nchw)
     with autograd.pause(train_mode=train):
-        return model(x).asnumpy()
+        return _compiled(model)(x).asnumpy()
+
+
+# {model: {points: its compiled graph}}, each made on first use and dropped with the model.
+_GRAPHS: weakref.WeakKeyDictionary[Model, dict[bool, gluon.SymbolBlock]] = weakref.WeakKeyDictionary()
+
+
+def _compiled(model: Model, points: bool = False) -> gluon.SymbolBlock:
+    """The whole model as one compiled Gluon graph: its output, or (``points``) its activation points in order.
+
+    The model, called on a symbol, writes its whole computation, Blocks and HybridBlocks alike, into
+    one graph; a ``SymbolBlock`` over that graph and the model's own Parameters runs it as one cached
+    operator with its memory planned once per input shape (``static_alloc``, ``static_shape``). It runs
+    the operators that the model's imperative call runs, so its results are the same bits, and it reads
+    the Parameters at each call, so it computes with the weights ``load_weights`` last set.
+    """
+    graphs = _GRAPHS.setdefault(model, {})
+    if points not in graphs:
+        data = mx.sym.var("data", dtype=model.dtype)
+        outputs = _point_symbols(model, data) if points else model(data)
+        graphs[points] = gluon.SymbolBlock(outputs, data, params=model.collect_params())
+        graphs[points].hybridize(static_alloc=True, static_shape=True)
+    return graphs[points]
 
 
 def _trainable_parameters(layer: mx.gluon.Block) -> int:
@@ -292,20 +320,20 @@ def _activation_blocks(model: Model) -> dict[str, mx.gluon.Block]:
     }
 
 
-def activations(model: Model, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
-    """Eval-mode outputs of ``spec.activation_points()``, recorded by hooks that are removed afterwards.
+def _point_symbols(model: Model, data: mx.sym.Symbol) -> list[mx.sym.Symbol]:
+    """The symbols of ``spec.activation_points()``, in order, recorded by hooks, removed afterwards, while
+    the model is called on ``data``.
 
     d2l's Gluon convs and dense layers fuse their activation (``activation="relu"``); the spec's
     point of such a layer is its output before the activation, i.e. the input of its ``act`` block.
     """
-    x = _input(model, x_nchw)
-    outputs = {}
+    symbols = {}
 
     def record_output(point):
-        return lambda block, inputs, output: outputs.__setitem__(point, output.asnumpy())
+        return lambda block, inputs, output: symbols.__setitem__(point, output)
 
     def record_input(point):
-        return lambda block, inputs: outputs.__setitem__(point, inputs[0].asnumpy())
+        return lambda block, inputs: symbols.__setitem__(point, inputs[0])
 
     handles = []
     for point, block in _activation_blocks(model).items():
@@ -314,13 +342,21 @@ def activations(model: Model, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
         else:
             handles.append(block.register_forward_hook(record_output(point)))
     try:
-        with autograd.pause(train_mode=False):
-            model(x)
+        model(data)
     finally:
         for handle in handles:
             handle.detach()
+    return [symbols[point] for point in model.spec.activation_points()]
+
+
+def activations(model: Model, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
+    """Eval-mode outputs of ``spec.activation_points()``, from the model's compiled graph of them."""
+    x = _input(model, x_nchw)
+    with autograd.pause(train_mode=False):
+        values = _compiled(model, points=True)(x)
+    outputs = {point: value.asnumpy() for point, value in zip(model.spec.activation_points(), values, strict=True)}
     # The spec's global average pools give (N, C); Gluon's GlobalAvgPool2D keeps (N, C, 1, 1).
     for node in model.spec.graph():
         if node.op == "global_avg_pool" and node.point:
             outputs[node.name] = outputs[node.name].reshape(x.shape[0], -1)
-    return {point: outputs[point] for point in model.spec.activation_points()}
+    return outputs

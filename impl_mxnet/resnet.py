@@ -6,7 +6,8 @@ from the book, all on purpose: every layer gets its input size, so nothing is le
 deferred initialisation; BatchNorm takes epsilon and momentum from the spec; every layer has
 an explicit prefix, which makes parameter names predictable: ``b1_conv``, ``b1_bn``, stage
 ``b{i}``'s block ``j`` ``b{i}_block{j}`` (``b2_block0_conv1_weight``), the head ``last_pool``
-and ``last_fc``.
+and ``last_fc``; the blocks' ReLUs are oneDNN's, ``F.Activation(..., act_type="relu")``, for the
+reason ``impl_mxnet.anynet`` gives.
 """
 
 from __future__ import annotations
@@ -64,11 +65,11 @@ class Residual(nn.HybridBlock):
         )
 
     def hybrid_forward(self, F, X):
-        Y = F.relu(self.bn1(self.conv1(X)))
+        Y = F.Activation(self.bn1(self.conv1(X)), act_type="relu")
         Y = self.bn2(self.conv2(Y))
         if self.conv3 is not None:
             X = self.conv3(X)
-        return F.relu(Y + X)
+        return F.Activation(Y + X, act_type="relu")
 
 
 class ResNet(nn.Block):
@@ -148,9 +149,9 @@ class ResidualBlock(nn.HybridBlock):
         return cls(spec.channels, **kwargs)
 
     def hybrid_forward(self, F, X):
-        Y = F.relu(self.conv1(X))
+        Y = F.Activation(self.conv1(X), act_type="relu")
         Y = self.conv2(Y)
-        return F.relu(X + Y)
+        return F.Activation(X + Y, act_type="relu")
 
 
 class ResidualNet(nn.Block):

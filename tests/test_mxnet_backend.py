@@ -1,6 +1,6 @@
 """Unit tests of the MXNet Gluon AnyNet, RegNetX32 and ResNeXt block: native names, float64,
-training-mode BatchNorm, d2l's layer summary and the activation points, checked against
-``parity.reference`` (numpy, from the spec and the canonical weights only)."""
+the compiled forward, training-mode BatchNorm, d2l's layer summary and the activation points,
+checked against ``parity.reference`` (numpy, from the spec and the canonical weights only)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import pytest
 
 import parity
 from parity import reference
-from parity.specs import ResNeXtBlock, block_path
+from parity.specs import AlexNet, ResNeXtBlock, block_path
 from parity.weights import count_parameters, randomize_batchnorm, schema
 from support import assert_same_bits, max_relative_diff, randn
 
 pytest.importorskip("impl_mxnet.backend")
+import mxnet as mx  # noqa: E402
 from mxnet import autograd, nd  # noqa: E402
 
 from impl_mxnet import RegNetX32, backend  # noqa: E402
@@ -86,6 +87,51 @@ def test_float64_model_computes_in_float64(model):
 
 
 # --- forward ---
+
+
+# the book's convolutions with a small fc6: dense layers after a flatten, and dropout
+SMALL_ALEXNET = AlexNet(input_size=(67, 67))
+
+
+def imperative_forward(model, x, train=False):
+    """The model's own call, op by op, as the book runs it."""
+    with autograd.pause(train_mode=train):
+        return model(nd.array(x, dtype=model.dtype)).asnumpy()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    ("spec", "train"),
+    [(SPEC, False), (SPEC, True), (SMALL_ALEXNET, False)],
+    ids=["regnetx32", "regnetx32-train", "alexnet"],
+)
+def test_compiled_forward_is_the_imperative_call_bit_for_bit(spec, train, dtype):
+    model = build_randomized(spec, dtype)
+    x = randn((3, spec.in_channels, *(spec.fixed_input_size() or (37, 53))), dtype)
+    # The graph runs the very operators of the imperative call on the same inputs: no tolerance.
+    assert backend.forward(model, x, train=train).tobytes() == imperative_forward(model, x, train).tobytes()
+
+
+def test_forward_calls_the_model_once_to_trace_it_then_runs_the_graph():
+    model = backend.build(SPEC)
+    calls = []
+    model.register_forward_hook(lambda block, inputs, output: calls.append(type(output)))
+    for batch in (1, 2, 1):
+        backend.forward(model, randn((batch, 1, 32, 32)))
+    assert calls == [mx.sym.Symbol]
+
+
+def test_forward_and_activations_use_the_weights_loaded_after_they_ran():
+    other = build_randomized(SPEC, seed=1)
+    x = randn((2, 1, 32, 32))
+    model = build_randomized(SPEC)
+    before = backend.forward(model, x), backend.activations(model, x)
+    backend.load_weights(model, backend.export_weights(other))
+    after = backend.forward(model, x), backend.activations(model, x)
+    assert not np.array_equal(after[0], before[0])
+    assert after[0].tobytes() == backend.forward(other, x).tobytes()
+    assert_same_bits(after[1], backend.activations(other, x))
+    assert_same_bits(backend.export_weights(model), backend.export_weights(other))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
