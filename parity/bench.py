@@ -58,6 +58,7 @@ TARGET_MEMORY = 3.0  # peak above the import baseline, in checkpoint sizes
 PACKAGES = ("torch", "torchvision", "jax", "jaxlib", "flax", "tensorflow", "keras", "mxnet", "numpy")
 THREAD_ENV = (
     "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
     "MKL_NUM_THREADS",
     "TF_NUM_INTRAOP_THREADS",
     "TF_NUM_INTEROP_THREADS",
@@ -541,7 +542,14 @@ def run(
     round_seconds: float = ROUND_SECONDS,
 ) -> dict[str, Any]:
     """The header, then each of ``sections`` in turn, each shown (``show``) as soon as it is measured;
-    everything as one JSON-ready dict."""
+    everything as one JSON-ready dict.
+
+    torch and mxnet both run OpenMP threads in the one process; with OpenMP's default active waiting,
+    idle threads spin and take the cores from the others (torchvision's batch-8 forward fell to a
+    fifteenth beside mxnet), so threads wait passively unless ``OMP_WAIT_POLICY`` says otherwise.
+    It is read when a runtime loads: before any framework is imported.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     missing = import_backends(frameworks)
     result: dict[str, Any] = {"header": header(frameworks, missing)}
     show(header_lines(result["header"]))
