@@ -41,7 +41,7 @@ from impl_tf.inception import GoogLeNet, Inception, InceptionA, InceptionNet
 from impl_tf.resnet import Residual, ResidualBlock, ResidualNet, ResNet
 from parity import specs
 from parity.backends import InputError, Registry, SummaryRow, check_dtype, check_input
-from parity.hub import NameTable, check_native_shapes, from_native, leaves, to_native
+from parity.hub import NameTable, from_native, leaves, stream_to_native
 from parity.layout import nchw_to_nhwc, nhwc_to_nchw
 from parity.variants import check_variant, fits_untransposed, untransposed
 from parity.weights import Param, Weights, schema
@@ -267,18 +267,24 @@ def layer_summary(model: Model, input_shape: tuple[int, ...]) -> list[SummaryRow
 
 
 def export_weights(model: Model) -> Weights:
-    """Canonical weights: fresh numpy copies in PyTorch layouts and the model's dtype."""
-    native = {name: np.array(variable.numpy()) for name, variable in _variables(model).items()}
+    """Canonical weights: fresh numpy copies in PyTorch layouts and the model's dtype (the layout
+    transforms copy each variable's value, read without a copy through ``memoryview``)."""
+    native = {name: np.asarray(memoryview(variable.value.read_value())) for name, variable in _variables(model).items()}
     return from_native(model.spec, native, _table(model.spec, model.pitfalls))
 
 
 def load_weights(model: Model, weights: Weights, allow_nonfinite: bool = False) -> None:
-    """Validate everything, then assign every variable; on any error nothing is assigned."""
-    names = _table(model.spec, model.pitfalls)
-    native = to_native(model.spec, weights, names, dtype=model.dtype, allow_nonfinite=allow_nonfinite)
+    """Validate everything, then assign the variables one at a time; on any error nothing is assigned."""
     variables = _variables(model)
-    check_native_shapes({name: tuple(variable.shape) for name, variable in variables.items()}, native)
-    for name, value in native.items():
+    native = stream_to_native(
+        model.spec,
+        weights,
+        _table(model.spec, model.pitfalls),
+        {name: tuple(variable.shape) for name, variable in variables.items()},
+        dtype=model.dtype,
+        allow_nonfinite=allow_nonfinite,
+    )
+    for name, value in native:
         variables[name].assign(value)
 
 

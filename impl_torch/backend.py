@@ -32,7 +32,7 @@ from impl_torch.inception import GoogLeNet, Inception, InceptionA, InceptionNet
 from impl_torch.resnet import Residual, ResidualBlock, ResidualNet, ResNet
 from parity import reference, specs
 from parity.backends import Registry, SummaryRow, check_dtype, check_input
-from parity.hub import CANONICAL_LEAVES, NameTable, check_native_shapes, from_native, to_native
+from parity.hub import CANONICAL_LEAVES, NameTable, from_native, stream_to_native
 from parity.specs import OUTPUT
 from parity.variants import check_variant
 from parity.weights import Weights
@@ -196,6 +196,17 @@ def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str 
     return model.to(_TORCH_DTYPES[dtype]).eval()
 
 
+def build_empty(spec: specs.Spec, dtype: str = "float32") -> nn.Module:
+    """The model for ``spec`` in ``dtype`` without values: its tensors on PyTorch's meta device until
+    ``load_weights`` allocates and fills them, so a model that is loaded right away (``parity convert``)
+    skips the random initialisation that the load would overwrite. It cannot run before that load."""
+    check_dtype(dtype)
+    builder = REGISTRY[spec].builder
+    with torch.device("meta"):
+        model = builder(spec)
+    return model.to(_TORCH_DTYPES[dtype]).eval()
+
+
 def table(spec: specs.Spec, variant: str | None = None) -> NameTable:
     """The name table of ``spec``'s kind; ``variant`` must be None (the reference has no variants).
 
@@ -230,22 +241,31 @@ def layer_summary(model: nn.Module, input_shape: tuple[int, ...]) -> list[Summar
 
 
 def export_weights(model: nn.Module) -> Weights:
-    """Canonical weights: fresh numpy copies of every parameter and running statistic."""
-    return from_native(
-        model.spec, {key: t.detach().numpy().copy() for key, t in _tensors(model).items()}, table(model.spec)
-    )
+    """Canonical weights: fresh numpy copies of every parameter and running statistic (the layout
+    transforms copy the tensors' numpy views)."""
+    return from_native(model.spec, {key: t.detach().numpy() for key, t in _tensors(model).items()}, table(model.spec))
 
 
 def load_weights(model: nn.Module, weights: Mapping[str, np.ndarray], allow_nonfinite: bool = False) -> None:
-    """Validate everything first (WeightsError listing every problem), then copy every tensor in."""
-    native = to_native(
-        model.spec, weights, table(model.spec), dtype=model_dtype(model), allow_nonfinite=allow_nonfinite
-    )
+    """Validate everything first (WeightsError listing every problem), then copy every tensor in, one at a
+    time. A model from ``build_empty`` takes the fresh arrays of the layout transforms as its tensors
+    instead (``assign=True``: one copy of the weights, not two), and its BatchNorm counters start at 0."""
     tensors = _tensors(model)
-    check_native_shapes({key: tuple(t.shape) for key, t in tensors.items()}, native)
-    with torch.no_grad():
-        for key, value in native.items():
-            tensors[key].copy_(torch.tensor(value))
+    native = stream_to_native(
+        model.spec,
+        weights,
+        table(model.spec),
+        {key: tuple(t.shape) for key, t in tensors.items()},
+        dtype=model_dtype(model),
+        allow_nonfinite=allow_nonfinite,
+    )
+    if next(model.parameters()).is_meta:
+        counters = {key: torch.tensor(0) for key in model.state_dict() if key.endswith(".num_batches_tracked")}
+        model.load_state_dict({**{key: torch.from_numpy(value) for key, value in native}, **counters}, assign=True)
+    else:
+        with torch.no_grad():
+            for key, value in native:
+                tensors[key].copy_(torch.from_numpy(value))
 
 
 def activations(model: nn.Module, x_nchw: np.ndarray) -> dict[str, np.ndarray]:

@@ -87,6 +87,10 @@ class Backend(Protocol):
     def activations(self, model: Any, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
         """Eval-mode outputs of every point in ``spec.activation_points()``, NCHW, in execution order."""
 
+    # Optional: ``build_empty(spec, dtype) -> model``, a model with ``spec``'s tensors allocated but not
+    # initialised, to be filled by ``load_weights`` right away; ``parity convert`` uses it where a
+    # backend has it, so that a large checkpoint is not preceded by a random initialisation.
+
 
 @dataclass(frozen=True)
 class Entry:

@@ -212,28 +212,30 @@ def weights_dtype(weights: Mapping[str, np.ndarray], requested: str | None) -> s
     return requested or dtypes[0]
 
 
+def build_for_loading(backend, spec, dtype: str, seed: int):
+    """A model that is loaded right away: without values where the backend can build one
+    (``build_empty``, no random initialisation to overwrite), else initialised from ``seed``."""
+    build_empty = getattr(backend, "build_empty", None)
+    return build_empty(spec, dtype=dtype) if build_empty else backend.build(spec, seed=seed, dtype=dtype)
+
+
 def source_logits(src_backend, spec, weights: Weights, x: np.ndarray, seed: int, steps: Steps) -> np.ndarray:
     """The source framework's own logits for ``x`` with ``weights``: the reference of the check."""
     with steps("build source"):
-        model = src_backend.build(spec, seed=seed, dtype=str(x.dtype))
+        model = build_for_loading(src_backend, spec, str(x.dtype), seed)
     with steps("load source"):
         src_backend.load_weights(model, weights)
     with steps("forward source"):
         return src_backend.forward(model, x)
 
 
-def convert_into(dst_backend, spec, weights: Weights, dtype: str, x: np.ndarray | None, seed: int, steps: Steps):
-    """(the destination model's weights, its logits for ``x`` or None): build, load, forward, export."""
+def loaded_destination(dst_backend, spec, weights: Weights, dtype: str, seed: int, steps: Steps):
+    """The destination model holding ``weights``."""
     with steps("build"):
-        model = dst_backend.build(spec, seed=seed, dtype=dtype)
+        model = build_for_loading(dst_backend, spec, dtype, seed)
     with steps("load"):
         dst_backend.load_weights(model, weights)
-    logits = None
-    if x is not None:
-        with steps("forward"):
-            logits = dst_backend.forward(model, x)
-    with steps("export"):
-        return dst_backend.export_weights(model), logits
+    return model
 
 
 def one_line(error: Exception) -> str:
@@ -274,12 +276,14 @@ def run(
 ) -> Conversion:
     """Read, convert (checking the logits at ``check_size``, the model's input size by default) and write.
 
-    ``dtype`` casts the weights first; without it the file's one dtype is kept.
+    ``dtype`` casts the weights first; without it the file's one dtype is kept. Each copy of the
+    weights is dropped once the next one exists (the source's once the destination model holds them,
+    that model once exported), so a conversion holds about two copies of the weights at a time.
     """
     from parity.harness import logit_diff
     from parity.weights import cast
 
-    spec = plan.spec
+    spec, dst_backend = plan.spec, plan.dst_backend
     height, width = check_size or spec.input_size
     checks = ["build source", "load source", "forward source", "forward"] if check else []
     steps = Steps(["read", "build", "load", "export", "write", *checks], progress)
@@ -288,14 +292,20 @@ def run(
             weights = read_source(plan.src, spec, plan.weights, progress)
         dtype = weights_dtype(weights, dtype)
         weights = cast(weights, dtype)
-        x = reference = None
+        verdict = None
         if check:
             x = np.random.default_rng(seed).standard_normal((1, spec.in_channels, height, width)).astype(dtype)
             reference = source_logits(plan.src_backend, spec, weights, x, seed, steps)
-        converted, logits = convert_into(plan.dst_backend, spec, weights, dtype, x, seed, steps)
-        verdict = LogitCheck(x.shape, *logit_diff(reference, logits, dtype)) if check else None
+        model = loaded_destination(dst_backend, spec, weights, dtype, seed, steps)
+        del weights
+        if check:
+            with steps("forward"):
+                verdict = LogitCheck(x.shape, *logit_diff(reference, dst_backend.forward(model, x), dtype))
         written = verdict is None or verdict.passed
         if written:
+            with steps("export"):
+                converted = dst_backend.export_weights(model)
+            del model
             with steps("write"):
                 write_destination(plan.dst, spec, converted, plan.out, progress)
     except WeightsFileError as error:  # names the file already

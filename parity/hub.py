@@ -3,14 +3,15 @@
 A backend declares a ``NameTable`` (data, not code): how a canonical module path
 becomes its native module path, and for each tensor role (``conv.weight``,
 ``bn.running_var``, ...) the native leaf name and the named layout transform
-from ``parity.layout.TRANSFORMS``. ``to_native`` and ``from_native`` do the rest
-for every backend, so the four exporters and four importers share one code path.
+from ``parity.layout.TRANSFORMS``. ``to_native`` (or ``stream_to_native``, one tensor at
+a time) and ``from_native`` do the rest for every backend, so the four exporters and four
+importers share one code path.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,8 +79,8 @@ class NameTable:
         return f"{self.native_module(param.layer.path)}{self.separator}{leaf}"
 
     def native_shape(self, param: Param) -> tuple[int, ...]:
-        _, transform = self.leaves[param.role]
-        return TRANSFORMS[transform][0](np.empty(param.shape, dtype=np.uint8)).shape
+        """The shape ``to_native_array`` gives the tensor (found on a one-byte-per-value stand-in)."""
+        return self.to_native_array(param, np.empty(param.shape, dtype=np.uint8)).shape
 
     def to_native_array(self, param: Param, value: np.ndarray) -> np.ndarray:
         """One canonical tensor in this framework's layout."""
@@ -126,6 +127,27 @@ def to_native(
     }
 
 
+def stream_to_native(
+    spec: Spec,
+    weights: Mapping[str, np.ndarray],
+    table: NameTable,
+    model_shapes: Mapping[str, tuple[int, ...]],
+    dtype,
+    allow_nonfinite: bool = False,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """``to_native`` for a loader that assigns each tensor as it comes: (native name, native array) pairs.
+
+    Everything is checked before the first tensor is converted: ``weights`` against ``spec`` and the
+    native shapes against the model's (``model_shapes``), one WeightsError listing every problem. Then
+    each tensor is converted only when the iteration reaches it, so no second full copy of the weights
+    is ever held.
+    """
+    validate(weights, spec, dtype=dtype, allow_nonfinite=allow_nonfinite)
+    params = schema(spec).values()
+    _check_shapes(model_shapes, {table.native_name(p): table.native_shape(p) for p in params})
+    return ((table.native_name(p), table.to_native_array(p, weights[p.name])) for p in params)
+
+
 def from_native(spec: Spec, native: Mapping[str, np.ndarray], table: NameTable) -> Weights:
     """Canonical weights from a backend's ``{native name: array}``; every tensor of the spec must be there."""
     params = schema(spec).values()
@@ -141,12 +163,16 @@ def check_native_shapes(expected: Mapping[str, tuple[int, ...]], native: Mapping
     Backends call this with their model's own shapes before assigning anything, so a
     table that disagrees with the model can never leave it half-loaded.
     """
-    problems = [f"model has no tensor {k!r}" for k in native if k not in expected]
-    problems += [f"model tensor {k!r} not provided" for k in expected if k not in native]
+    _check_shapes(expected, {k: v.shape for k, v in native.items()})
+
+
+def _check_shapes(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, tuple[int, ...]]) -> None:
+    problems = [f"model has no tensor {k!r}" for k in given if k not in expected]
+    problems += [f"model tensor {k!r} not provided" for k in expected if k not in given]
     problems += [
-        f"{k!r}: model expects shape {tuple(expected[k])}, got {tuple(v.shape)}"
-        for k, v in native.items()
-        if k in expected and tuple(expected[k]) != tuple(v.shape)
+        f"{k!r}: model expects shape {tuple(expected[k])}, got {tuple(shape)}"
+        for k, shape in given.items()
+        if k in expected and tuple(expected[k]) != tuple(shape)
     ]
     if problems:
         raise WeightsError("weights do not fit the model:\n  " + "\n  ".join(problems))

@@ -29,7 +29,7 @@ from parity import convert as conversion
 from parity import torchvision_io as tvio
 from parity.backends import FRAMEWORKS, get_backend
 from parity.harness import logit_diff, tolerance_text
-from parity.weights import count_parameters, randomize_batchnorm, save_weights
+from parity.weights import count_parameters, load_weights, randomize_batchnorm, save_weights
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
@@ -124,6 +124,26 @@ def test_torchvisions_own_model_has_the_expanded_table_and_parameter_count(model
     assert [(k, tuple(v.shape)) for k, v in net.state_dict().items()] == list(tvio.expected_shapes(spec).items())
     assert sum(p.numel() for p in net.parameters()) == count_parameters(spec)[0]
     assert not any(m.bias is not None for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+@pytest.mark.parametrize("fw, shares", [("torchvision", True), ("torch", False)])
+def test_an_empty_model_loaded_equals_a_built_one_loaded(fw, shares):
+    """``build_empty`` (no random initialisation) then ``load_weights``: the same tensors, BatchNorm
+    counters at 0 and logits bit for bit as a seeded build loaded with the same weights. The torch
+    backend's model owns its tensors; torchvision's takes the weights' own arrays (``assign=True``)."""
+    backend = tvio.BACKEND if fw == "torchvision" else get_backend(fw)
+    spec = tvio.spec_for(SMALL)
+    weights = randomize_batchnorm(tvio.BACKEND.export_weights(tvio.BACKEND.build(spec, seed=5, dtype="float64")), 6)
+    built, empty = backend.build(spec, seed=0, dtype="float64"), backend.build_empty(spec, dtype="float64")
+    for model in (built, empty):
+        backend.load_weights(model, weights)
+    x = np.random.default_rng(0).standard_normal(INPUT_SHAPE)
+    assert backend.forward(empty, x).tobytes() == backend.forward(built, x).tobytes()
+    assert list(empty.state_dict()) == list(built.state_dict())
+    assert all(torch.equal(value, built.state_dict()[key]) for key, value in empty.state_dict().items())
+    stem_conv = next(empty.parameters())
+    weights["stem.conv.weight"][...] = 0
+    assert bool(torch.all(stem_conv == 0)) == shares
 
 
 # ---- files ----
@@ -328,12 +348,15 @@ def test_convert_refuses_a_broken_or_pickle_file_naming_it(capsys, tmp_path, sou
 
 
 def test_convert_from_python_reports_the_check_and_each_steps_time(small_checkpoint, tmp_path):
-    _, folder = small_checkpoint
+    net, folder = small_checkpoint
     out = tmp_path / "torch.safetensors"
     result = conversion.convert(
         f"torchvision:{SMALL}", folder / "tv.pth", "torch", out, check_size=(32, 32), progress=False
     )
     assert result.written and out.is_file() and result.dtype == "float64"
+    expected = tvio.state_dict_to_canonical(tvio.read_state_dict(folder / "tv.pth"), net.spec)
+    written = load_weights(out)
+    assert set(written) == set(expected) and all(written[k].tobytes() == v.tobytes() for k, v in expected.items())
     check = result.check
     assert check.passed and check.shape == (1, 3, 32, 32)
     steps = ["read", "build source", "load source", "forward source", "build", "load", "forward", "export", "write"]

@@ -12,14 +12,17 @@ with ``momentum=None`` (a cumulative average); torchvision's RegNets use 0.1.
 
 Files: safetensors (preferred; read without torch by ``parity.weights.load_weights``, which
 refuses pickles) or ``.pth``/``.pt``, which are read with ``torch.load(weights_only=True)``, so
-no pickled code runs. torch is imported inside the functions that need it: ``import parity``
+no pickled code runs, memory-mapped where the file is torch.save's zip archive (a tensor's bytes
+are read when used). torch is imported inside the functions that need it: ``import parity``
 imports no framework.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -83,21 +86,25 @@ def model_for(spec: AnyNet) -> str:
     raise KeyError(f"{spec.name} is not a torchvision RegNetX; torchvision models: {', '.join(MODELS)}")
 
 
-def build_torchvision(model: str) -> Any:
-    """torchvision's own ``model`` with fresh random weights (never downloads), in eval mode.
+def build_torchvision(model: str, empty: bool = False) -> Any:
+    """torchvision's own ``model`` with fresh random weights (never downloads), in eval mode; ``empty``:
+    without values, its tensors on PyTorch's meta device (no random initialisation).
 
-    torchvision has no ``regnet_x_200mf`` builder; that one is torchvision's ``RegNet``
-    class on the paper's parameters, the way its builders make the others.
+    torchvision has no ``regnet_x_200mf`` builder; that one, and every empty model, is torchvision's
+    ``RegNet`` class on the paper's parameters, the way its builders make the others (theirs compute
+    the block parameters with torch operations, which the meta device cannot run).
     """
+    import torch
     import torchvision
     from torchvision.models import regnet
 
     spec_for(model)  # a KeyError naming the known models
-    if hasattr(torchvision.models, model):
+    if hasattr(torchvision.models, model) and not empty:
         return getattr(torchvision.models, model)(weights=None).eval()
     p = REGNETX[MODELS[model]]
     params = regnet.BlockParams.from_init_params(depth=p.depth, w_0=p.w0, w_a=p.wa, w_m=p.wm, group_width=p.group_width)
-    return regnet.RegNet(params).eval()
+    with torch.device("meta") if empty else contextlib.nullcontext():
+        return regnet.RegNet(params).eval()
 
 
 def torchvision_order(spec: AnyNet) -> list[Param]:
@@ -161,14 +168,15 @@ def check_state_dict(state_dict: Mapping[str, Any], spec: AnyNet) -> None:
 
 
 def to_numpy(value: Any) -> np.ndarray:
-    """A numpy array of a torch tensor or array-like (never sharing a torch tensor's memory)."""
+    """A numpy array of a torch tensor or array-like, sharing its memory (CPU tensors)."""
     if hasattr(value, "detach"):
-        return value.detach().cpu().numpy().copy()
+        return value.detach().cpu().numpy()
     return np.asarray(value)
 
 
 def state_dict_to_canonical(state_dict: Mapping[str, Any], spec: AnyNet, progress: Progress = iter) -> Weights:
-    """Canonical weights of a torchvision state_dict (torch tensors or numpy arrays).
+    """Canonical weights of a torchvision state_dict (torch tensors or numpy arrays), sharing the
+    state_dict's memory: a checkpoint's tensors are converted without a copy.
 
     Raises WeightsError naming every missing, unexpected, mis-shaped, mis-typed or
     non-finite key before converting anything.
@@ -183,13 +191,13 @@ def canonical_to_state_dict(
     weights: Mapping[str, np.ndarray], spec: AnyNet, progress: Progress = iter
 ) -> dict[str, Any]:
     """A torchvision state_dict (torch tensors, in torchvision's order) that ``load_state_dict(strict=True)``
-    accepts."""
+    accepts, sharing the memory of ``weights`` where they are C-contiguous."""
     import torch
 
     validate(weights, spec)
     state_dict = {}
     for param in progress(torchvision_order(spec)):
-        state_dict[TABLE.native_name(param)] = torch.from_numpy(np.ascontiguousarray(weights[param.name])).clone()
+        state_dict[TABLE.native_name(param)] = torch.from_numpy(np.ascontiguousarray(weights[param.name]))
         if isinstance(param.layer, BatchNorm) and param.leaf == "running_var":
             state_dict[f"{TABLE.native_module(param.layer.path)}.{BN_COUNTER}"] = torch.tensor(0, dtype=torch.int64)
     return state_dict
@@ -217,7 +225,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
 
     path = os.fspath(path)
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except OSError as error:
         raise WeightsFileError(f"{path}: cannot read weights: {error.strerror}") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
@@ -243,8 +251,9 @@ def write_state_dict(state_dict: Mapping[str, Any], path: str | os.PathLike) -> 
 
 class TorchvisionBackend:
     """torchvision's own RegNetX models behind the core of the backend contract (build, forward,
-    export_weights, load_weights), so that a conversion treats torchvision like any framework.
-    A built model carries its spec as ``model.spec``, as the torch backend's do."""
+    export_weights, load_weights) and ``build_empty``, as the torch backend's, so that a conversion
+    treats torchvision like any framework. A built model carries its spec as ``model.spec``, as the
+    torch backend's do."""
 
     name = "torchvision"
     layout = "NCHW"
@@ -259,6 +268,15 @@ class TorchvisionBackend:
         model.spec = spec
         return model
 
+    def build_empty(self, spec: AnyNet, dtype: str = "float32") -> Any:
+        """torchvision's model of ``spec`` in ``dtype`` without values (meta tensors), for ``load_weights``
+        to give it the weights' own memory: no random initialisation to overwrite, no copy."""
+        import torch
+
+        model = build_torchvision(model_for(spec), empty=True).to(getattr(torch, dtype))
+        model.spec = spec
+        return model
+
     def forward(self, model: Any, x_nchw: np.ndarray) -> np.ndarray:
         """Eval-mode logits."""
         import torch
@@ -267,11 +285,18 @@ class TorchvisionBackend:
             return model(torch.from_numpy(x_nchw)).numpy()
 
     def export_weights(self, model: Any) -> Weights:
-        return state_dict_to_canonical(model.state_dict(), model.spec)
+        """Canonical weights: fresh copies of the model's tensors."""
+        return {name: value.copy() for name, value in state_dict_to_canonical(model.state_dict(), model.spec).items()}
 
     def load_weights(self, model: Any, weights: Mapping[str, np.ndarray]) -> None:
-        """Through a torchvision state_dict and ``load_state_dict(strict=True)``."""
-        model.load_state_dict(canonical_to_state_dict(weights, model.spec), strict=True)
+        """Through a torchvision state_dict and ``load_state_dict(strict=True)``, which copies each tensor in.
+
+        A model from ``build_empty`` takes the (C-contiguous) arrays themselves as its tensors instead
+        (``assign=True``), as a conversion's reference model does with a checkpoint it only runs: the
+        arrays must not change while the model is used.
+        """
+        empty = any(tensor.is_meta for tensor in model.state_dict().values())
+        model.load_state_dict(canonical_to_state_dict(weights, model.spec), strict=True, assign=empty)
 
 
 BACKEND = TorchvisionBackend()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from parity.hub import NameTable, check_native_shapes, from_native, to_native
+from parity.hub import NameTable, check_native_shapes, from_native, stream_to_native, to_native
 from parity.specs import ResNeXtBlock, get_spec
 from parity.weights import WeightsError, schema
 
@@ -54,6 +54,33 @@ def test_to_native_validates_before_converting():
     w["conv2.weight"] = w["conv2.weight"][:, :2]
     with pytest.raises(WeightsError, match=r"'conv2.weight': expected shape \(16, 4, 3, 3\), got \(16, 2, 3, 3\)"):
         to_native(BLOCK, w, TABLE, dtype="float32")
+
+
+def native_shapes(spec, table):
+    return {table.native_name(p): table.native_shape(p) for p in schema(spec).values()}
+
+
+def test_stream_to_native_gives_to_natives_arrays_one_at_a_time():
+    w = canonical(BLOCK)
+    expected = to_native(BLOCK, w, TABLE, dtype="float32")
+    stream = stream_to_native(BLOCK, w, TABLE, native_shapes(BLOCK, TABLE), dtype="float32")
+    name, first = next(stream)
+    assert name == "params/conv1/kernel" and np.array_equal(first, expected[name])
+    rest = dict(stream)
+    assert list(rest) == list(expected)[1:] and all(np.array_equal(v, expected[k]) for k, v in rest.items())
+
+
+def test_stream_to_native_checks_the_weights_and_the_models_shapes_before_converting():
+    w = canonical(BLOCK)
+    w["bn1.weight"] = w["bn1.weight"].astype("float64")
+    shapes = native_shapes(BLOCK, TABLE)
+    shapes["params/conv2/kernel"] = (3, 3, 16, 4)
+    with pytest.raises(WeightsError, match=r"'bn1.weight': expected dtype float32, got float64"):
+        stream_to_native(BLOCK, w, TABLE, shapes, dtype="float32")
+    with pytest.raises(WeightsError) as info:
+        stream_to_native(BLOCK, canonical(BLOCK), TABLE, shapes | {"params/extra": (1,)}, dtype="float32")
+    assert "'params/conv2/kernel': model expects shape (3, 3, 16, 4), got (3, 3, 4, 16)" in str(info.value)
+    assert "model tensor 'params/extra' not provided" in str(info.value)
 
 
 def test_from_native_names_missing_native_tensors():
