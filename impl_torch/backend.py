@@ -324,9 +324,14 @@ def model_dtype(model: nn.Module) -> str:
 
 
 def _run(model: nn.Module, x: np.ndarray, train: bool) -> torch.Tensor:
-    """``model(x)`` on copies of its buffers, so that no running statistic or counter changes."""
+    """``model(x)`` without changing any running statistic or counter: in eval mode, which writes no
+    buffer, the model itself under ``inference_mode`` on ``x``'s own memory (no module writes its
+    input); in train mode on copies of its buffers."""
+    if not train:
+        with _mode(model, False), torch.inference_mode():
+            return model(torch.from_numpy(x))
     buffers = {key: b.clone() for key, b in model.named_buffers()}
-    with _mode(model, train), torch.no_grad():
+    with _mode(model, True), torch.no_grad():
         return functional_call(model, buffers, (torch.tensor(x),))
 
 
