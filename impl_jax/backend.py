@@ -141,9 +141,17 @@ VARIANTS = {
     "to Flax's (H, W, C) flatten",
     "untransposed_kernel": "OIHW kernels turned into (kh, kw, O, I/groups) by transpose(2, 3, 0, 1) wherever that "
     "shape equals HWIO's (O == I/groups): input and output channels swapped",
+    "d2l_densenet_channels": "DenseNet's dense blocks' channels counted from num_channels each time, as d2l's JAX "
+    "create_net does: every transition outputs (64 + 4 * 32) // 2 = 96 channels (the spec: 96, 112, 120)",
+    "d2l_bnlenet_padding": "BNLeNet's convs at Flax's default padding='SAME', as d2l's JAX tab has them: "
+    "16 x 7 x 7 = 784 features into fc1, not 256",
+    "d2l_nin_pool": "NiN's global average pool as d2l's JAX tab has it, a fixed 5x5 window at stride 1 then a "
+    "flatten: the global pool at 224x224 only, (H - 4) * (W - 4) * num_classes outputs on a larger last map",
 }
 # The pitfalls that change the network, and so its compiled functions; the others change only the weight mapping.
-NETWORK_PITFALLS = frozenset({"same_padding", "same_padding_in_blocks"})
+NETWORK_PITFALLS = frozenset(
+    {"same_padding", "same_padding_in_blocks", "d2l_densenet_channels", "d2l_bnlenet_padding", "d2l_nin_pool"}
+)
 
 _INIT_SIZE = 8
 # Train mode's dropout stream: a fixed key keeps ``forward`` a function of the weights and the input.
@@ -179,14 +187,16 @@ def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str 
     Flax's default initialisers draw them; ``variant``: a naive port from ``VARIANTS``.
 
     Nothing is compiled: the variables' structure comes from ``jax.eval_shape`` of the module's
-    ``init``, and no variant changes a parameter's name, shape or initialiser (padding has no
-    parameters), so every variant starts from the faithful model's variables for the seed.
+    ``init``. A variant's module has the faithful one's variables (padding has no parameters), but
+    for ``d2l_densenet_channels`` and ``d2l_bnlenet_padding``, whose layers have other shapes: the
+    models the book's code builds.
     """
     check_dtype(dtype)
     REGISTRY[spec]  # a spec of a kind this backend cannot build is refused before any other check
     pitfalls = check_variant(name, VARIANTS, spec, variant)
     rng = np.random.default_rng(seed)
-    variables = jax.tree_util.tree_map_with_path(lambda path, leaf: _initial(path, leaf, rng), _shapes(spec, dtype))
+    shapes = _shapes(spec, dtype, pitfalls & NETWORK_PITFALLS)
+    variables = jax.tree_util.tree_map_with_path(lambda path, leaf: _initial(path, leaf, rng), shapes)
     return FlaxModel(spec, dtype, variables, variant, pitfalls)
 
 
@@ -389,10 +399,10 @@ def _init_input(spec: specs.Spec, dtype: str) -> jax.ShapeDtypeStruct:
 
 
 @functools.lru_cache(maxsize=2 * _CACHED_SPECS)
-def _shapes(spec: specs.Spec, dtype: str) -> Any:
+def _shapes(spec: specs.Spec, dtype: str, pitfalls: frozenset[str]) -> Any:
     """The variables' pytree of ``jax.ShapeDtypeStruct``: ``init`` traced, not compiled or run."""
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a raw PRNG key's shape: nothing random is drawn
-    return jax.eval_shape(_module(spec, dtype, False, frozenset()).init, key, _init_input(spec, dtype))
+    return jax.eval_shape(_module(spec, dtype, False, pitfalls).init, key, _init_input(spec, dtype))
 
 
 def _initial(path: tuple[Any, ...], leaf: jax.ShapeDtypeStruct, rng: np.random.Generator) -> jax.Array:

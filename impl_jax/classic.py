@@ -10,7 +10,8 @@ the spec (channels, kernels, BatchNorm epsilon and momentum, dropout rate, the d
 that AlexNet's and VGG's ``input_size`` gives), the padding is explicit and symmetric (AlexNet's
 ``same_padding`` pitfall builds Flax's ``'SAME'``, a naive port), the pools are named modules (so
 that their outputs can be inspected), NiN's global average pool takes the whole feature map at
-any input size (the book's is a fixed 5x5 window), and every layer computes in ``dtype``.
+any input size (the book's is a fixed 5x5 window: the ``d2l_nin_pool`` pitfall), and every layer
+computes in ``dtype``.
 """
 
 from __future__ import annotations
@@ -72,14 +73,20 @@ class LeNet(nn.Module):
 
 class BNLeNet(nn.Module):
     """d2l's LeNet with BatchNorm after every conv and after the first two dense layers (over the
-    features of an (N, C) input), each before its sigmoid; unpadded convs. Input 28x28x1."""
+    features of an (N, C) input), each before its sigmoid; unpadded convs. Input 28x28x1.
+
+    ``pitfalls``: ``d2l_bnlenet_padding`` leaves both convs at Flax's default ``padding='SAME'``, as
+    d2l's JAX tab does: 28x28 and 14x14 maps, so fc1 takes 16 x 7 x 7 = 784 features, not 256.
+    """
 
     spec: specs.BNLeNet = dataclasses.field(default_factory=specs.BNLeNet)
+    pitfalls: frozenset[str] = frozenset()
     training: bool = False
     dtype: Dtype = jnp.float32
 
     def setup(self) -> None:
-        conv = functools.partial(conv2d, use_bias=True, dtype=self.dtype)
+        same = "d2l_bnlenet_padding" in self.pitfalls
+        conv = functools.partial(conv2d, padding="SAME" if same else 0, use_bias=True, dtype=self.dtype)
         fc = functools.partial(dense, dtype=self.dtype)
         norm = functools.partial(
             batch_norm,
@@ -99,7 +106,7 @@ class BNLeNet(nn.Module):
                 norm(name="bn2"),
                 nn.sigmoid,
                 pool(name="pool2"),  # N x 4 x 4 x 16
-                Flatten(parent=None, name="flatten"),  # N x 256
+                Flatten(parent=None, name="flatten"),  # N x 256 (784 under d2l_bnlenet_padding)
                 fc(120, name="fc1"),
                 norm(name="bn3"),
                 nn.sigmoid,
@@ -216,9 +223,12 @@ class NiN(nn.Module):
     before the last, whose ``num_classes`` channels are averaged globally into the logits.
 
     ``training`` makes the dropout drop (its rng is the ``dropout`` stream of ``apply``).
+    ``pitfalls``: ``d2l_nin_pool`` averages a fixed 5x5 window at stride 1 instead, as d2l's JAX tab
+    does: the global pool where the last map is 5x5 (a 224x224 input), more outputs on a larger map.
     """
 
     spec: specs.NiN = dataclasses.field(default_factory=specs.NiN)
+    pitfalls: frozenset[str] = frozenset()
     training: bool = False
     dtype: Dtype = jnp.float32
 
@@ -226,6 +236,10 @@ class NiN(nn.Module):
         block = functools.partial(nin_block, dtype=self.dtype)
         pool = functools.partial(MaxPool2D, window=3, strides=2, parent=None)
         b1, b2, b3, b4 = self.spec.blocks()  # (out_channels, kernel_size, strides, padding) of each block
+        if "d2l_nin_pool" in self.pitfalls:
+            head_pool = AvgPool2D(window=self.spec.D2L_JAX_POOL, strides=1, parent=None, name="avg_pool")
+        else:
+            head_pool = GlobalAvgPool2D(keepdims=True, parent=None, name="avg_pool")  # N x 1 x 1 x num_classes
         # Output shapes for a (1, 224, 224, 1) input, as d2l prints them.
         self.net = Sequential(
             [
@@ -237,7 +251,7 @@ class NiN(nn.Module):
                 pool(name="pool2"),  # N x 5 x 5 x 384
                 nn.Dropout(self.spec.dropout, deterministic=not self.training, parent=None, name="dropout"),
                 block(*b4, name="block3"),  # N x 5 x 5 x num_classes
-                GlobalAvgPool2D(keepdims=True, parent=None, name="avg_pool"),  # N x 1 x 1 x num_classes
+                head_pool,
                 Flatten(parent=None, name="flatten"),  # N x num_classes
             ]
         )

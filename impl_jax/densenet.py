@@ -6,8 +6,9 @@ axis), ``DenseBlock``, transition block and ``net``. Unlike the book, the blocks
 PyTorch's tab names them (``net/dense_blk{i}``, ``net/tran_blk{i}``, ``net/last``) and their
 layers as the spec does (``net/dense_blk1/block0/bn``, ``.../conv``), the BatchNorm epsilon and
 momentum come from the spec, the padding is explicit and symmetric (the ``same_padding``
-pitfall builds the book's ``'same'``, a naive port), the pools are named modules, and every
-layer computes in ``dtype``.
+pitfall builds the book's ``'same'``, a naive port), each transition halves the channels of the
+dense block before it (the book's ``create_net`` counts them from 64 each time: the
+``d2l_densenet_channels`` pitfall), the pools are named modules, and every layer computes in ``dtype``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ class ConvBlock(nn.Module, kw_only=True):
     concatenated after the input, as the book's JAX and TensorFlow ``ConvBlock`` do (its PyTorch
     and MXNet ``conv_block`` leaves the concatenation to ``DenseBlock``).
 
-    ``pitfalls``: ``same_padding`` pads the conv with Flax's ``'SAME'`` as d2l's JAX code does.
+    ``pitfalls``: ``same_padding`` pads the conv with Flax's ``'SAME'``, as d2l's TensorFlow code does (its
+    JAX code pads (1, 1)); at stride 1 that is the same symmetric padding.
     """
 
     num_channels: int
@@ -101,7 +103,11 @@ def transition_block(
 class DenseNet(nn.Module):
     """d2l's DenseNet: ``net`` = Sequential(b1, dense_blk1, tran_blk1, ..., dense_blk4, last).
 
-    ``pitfalls``: ``same_padding`` puts Flax's ``'SAME'`` in every padded conv and pool.
+    ``pitfalls``: ``same_padding`` puts Flax's ``'SAME'`` in every padded conv and pool (it differs from
+    the symmetric padding in b1's stride-2 conv and max-pool only); ``d2l_densenet_channels`` counts
+    each dense block's output channels from ``spec.num_channels``, as d2l's JAX ``create_net`` does,
+    so every transition outputs 96 channels in the book's net (the spec: 96, 112, 120). The book's
+    JAX tab has both.
     """
 
     spec: specs.DenseNet = dataclasses.field(default_factory=specs.DenseNet)
@@ -127,7 +133,10 @@ class DenseNet(nn.Module):
                     name=f"dense_blk{i}",
                 )
             )
-            # The number of output channels in the previous dense block
+            # The number of output channels in the previous dense block (d2l's JAX tab starts from
+            # spec.num_channels every time)
+            if "d2l_densenet_channels" in self.pitfalls:
+                num_channels = spec.num_channels
             num_channels += num_convs * spec.growth_rate
             # A transition layer that halves the number of channels is added between the dense blocks
             if i < len(spec.arch):

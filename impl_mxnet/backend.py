@@ -48,6 +48,8 @@ VARIANTS = {
     "d2l_stage_bug": "d2l's MXNet AnyNet.stage calls ResNeXtBlock(num_channels, num_channels, groups, bot_mul): "
     "every block after a stage's first gets a `groups` times wider bottleneck and a projection shortcut, "
     "with the same output shapes",
+    "dropped_padding": "a padded conv built unpadded where its output keeps its size at the fixed input size "
+    "(AlexNet's conv1, as d2l's MXNet tab has it): every window shifted by the padding",
 }
 
 # Gluon calls BatchNorm's scale and shift gamma and beta; every other leaf is PyTorch's.
@@ -146,14 +148,14 @@ def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str 
     check_dtype(dtype)
     builder = REGISTRY[spec].builder
     pitfalls = check_variant(name, VARIANTS, spec, variant)
-    # Only AnyNet has a pitfall here (check_variant refuses d2l_stage_bug for every other spec),
-    # so only a variant's model is given ``pitfalls``.
+    # Only the nets that a pitfall applies to (check_variant refuses the others) take ``pitfalls``:
+    # AnyNet (d2l_stage_bug) and AlexNet (dropped_padding).
     model = builder(spec, prefix="", **({"pitfalls": pitfalls} if pitfalls else {}))
     mx.random.seed(seed)
     model.initialize(mx.init.Xavier())
     model.cast(dtype)
     model.dtype = dtype
-    model.variant = variant
+    model.variant, model.pitfalls = variant, pitfalls
     return model
 
 
@@ -167,10 +169,10 @@ def _block_layers(block: ResNeXtBlock, path: str) -> list[specs.Layer]:
 def _as_built(model: Model) -> specs.Spec | AsBuilt:
     """What the model's canonical weights are checked against: its spec, or a variant's layers as built.
 
-    The one variant is AnyNet's: the spec's stem and head, and each stage's blocks' layers as
-    the blocks themselves were built.
+    The one variant whose layers differ is AnyNet's ``d2l_stage_bug``: the spec's stem and head, and
+    each stage's blocks' layers as the blocks themselves were built.
     """
-    if model.variant is None:
+    if "d2l_stage_bug" not in model.pitfalls:
         return model.spec
     spec = model.spec
     stages = list(model.net)[1 : 1 + len(spec.stages)]  # net: stem, the stages, pool, dense

@@ -7,10 +7,10 @@ Differences from the book, all on purpose: every layer gets its input size
 (``in_channels`` / ``in_units``), so nothing is left to deferred initialisation; sizes,
 dropout rates, BatchNorm epsilon and momentum, input channels and classes come from the
 spec (AlexNet's first conv is padded by 1, as the book's PyTorch tab and the spec have
-it); every layer has an explicit prefix, which makes parameter names predictable: the
-spec's layer names (``conv1_weight``, ``bn3_gamma``, ``fc6_weight``), and block ``i``'s
-convs ``block{i}_conv{k}`` (``block0_conv1_weight`` is NiN's k x k conv, ``conv2``/``conv3``
-its 1x1s).
+it, where its MXNet tab leaves it unpadded: the ``dropped_padding`` pitfall); every layer
+has an explicit prefix, which makes parameter names predictable: the spec's layer names
+(``conv1_weight``, ``bn3_gamma``, ``fc6_weight``), and block ``i``'s convs ``block{i}_conv{k}``
+(``block0_conv1_weight`` is NiN's k x k conv, ``conv2``/``conv3`` its 1x1s).
 
 The book's Gluon convs and dense layers fuse their activation (``activation="relu"``),
 as here. Padding is symmetric on every side; Gluon's pools, like PyTorch's, floor the
@@ -24,6 +24,7 @@ from mxnet.gluon import nn
 
 from impl_mxnet.anynet import batch_norm
 from parity import specs
+from parity.variants import droppable_padding
 
 
 def _in_units(spec: specs.Architecture, path: str) -> int:
@@ -103,16 +104,22 @@ def dense_head(in_units: int, num_classes: int, dropout: float) -> list[nn.Block
 
 class AlexNet(nn.Block):
     """d2l's AlexNet: ``net`` is a Sequential of five ReLU convs, 3x3 stride-2 max-pools after the first,
-    second and fifth, and the dense head. Dropout drops only in training mode."""
+    second and fifth, and the dense head. Dropout drops only in training mode.
 
-    def __init__(self, spec: specs.AlexNet = specs.AlexNet(), **kwargs):
+    ``pitfalls``: ``dropped_padding`` builds conv1 unpadded, as d2l's MXNet tab does (at 224x224 it
+    still outputs 54x54; ``parity.variants.droppable_padding``).
+    """
+
+    def __init__(self, spec: specs.AlexNet = specs.AlexNet(), pitfalls: frozenset[str] = frozenset(), **kwargs):
         super().__init__(**kwargs)
         self.spec = spec
+        unpadded = droppable_padding(spec) if "dropped_padding" in pitfalls else frozenset()
         with self.name_scope():
             self.net = nn.Sequential(prefix="")
             with self.net.name_scope():
                 channels = spec.in_channels
                 for k, (out, kernel, strides, padding, pool) in enumerate(spec.CONVS, start=1):
+                    padding = 0 if f"conv{k}" in unpadded else padding
                     self.net.add(
                         nn.Conv2D(
                             out, kernel, strides, padding, activation="relu", in_channels=channels, prefix=f"conv{k}_"

@@ -57,6 +57,8 @@ VARIANTS = {
     ),
     "unpermuted_flatten": "the dense weight after a flatten copied without the NCHW->NHWC input-axis permutation",
     "untransposed_kernel": "OIHW kernels transposed (2, 3, 0, 1) to (kh, kw, O, I/g) wherever that shape equals HWIO's",
+    "dropped_padding": "a padded conv built unpadded where its output keeps its size at the fixed input size "
+    "(AlexNet's conv1, as d2l's TF tab has it): every window shifted by the padding",
 }
 
 name = "tf"

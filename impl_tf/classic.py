@@ -7,8 +7,9 @@ the same flat Sequential ``net`` (VGG's and NiN's of blocks, ``vgg_block`` and `
 with every number taken from the spec. The differences are on purpose:
 
 - symmetric padding: ``ZeroPadding2D(padding)`` (``conv1_pad``) before a 'valid' k x k
-  convolution, where the book writes ``padding='same'`` (the same zeros at stride 1, not at
-  AlexNet's stride 4);
+  convolution, where the book writes ``padding='same'`` (the same zeros at stride 1); AlexNet's
+  stride-4 conv1, which the book leaves unpadded, is padded by 1 as the spec says (the
+  ``dropped_padding`` pitfall builds the book's, and ``d2l_tf_tab`` is that);
 - each activation is a layer of its own (``relu1``, ``sigmoid1``), so the conv or dense output
   before it is an activation point (the book folds it in with ``activation=...``);
 - BatchNormalization takes the spec's epsilon and momentum (Keras' defaults are 1e-3 and 0.99);
@@ -32,6 +33,7 @@ from keras import layers
 
 from impl_tf.anynet import LayerMaker, SequentialNet
 from parity import specs
+from parity.variants import droppable_padding
 
 
 class LeNet(SequentialNet):
@@ -127,7 +129,11 @@ def dense_head(make: LayerMaker, num_classes: int, dropout: float, seed: int) ->
 
 class AlexNet(SequentialNet):
     """d2l's AlexNet: five convs with ReLUs (3x3 stride-2 max-pools after the first, second and
-    fifth), then the dense head with dropout. The flatten's size follows ``spec.input_size``."""
+    fifth), then the dense head with dropout. The flatten's size follows ``spec.input_size``.
+
+    ``pitfalls``: ``dropped_padding`` builds conv1 unpadded, as d2l's TensorFlow tab does (at 224x224
+    it still outputs 54x54; ``parity.variants.droppable_padding``).
+    """
 
     def __init__(
         self,
@@ -141,9 +147,11 @@ class AlexNet(SequentialNet):
         super().__init__(name=name, dtype=dtype)
         self.spec, self.pitfalls = spec, frozenset(pitfalls)
         make = LayerMaker.for_spec(spec, dtype, seed, pitfalls)
+        unpadded = droppable_padding(spec) if "dropped_padding" in self.pitfalls else frozenset()
         features = []
         # (out_channels, kernel_size, strides, padding, max-pool after it) of each conv
         for k, (out_channels, kernel_size, strides, padding, pool) in enumerate(spec.CONVS, start=1):
+            padding = 0 if f"conv{k}" in unpadded else padding
             features += [
                 *make.padded_conv(out_channels, kernel_size, padding, strides=strides, name=f"conv{k}"),
                 make.relu(name=f"relu{k}"),

@@ -16,14 +16,24 @@ import numpy as np
 import pytest
 
 from parity import divergence
+from parity.divergence.pitfalls import D2L_BNLENET_PADDING, D2L_DENSENET_CHANNELS, D2L_NIN_POOL, DROPPED_PADDING
 from parity.specs import get_spec
-from parity.variants import fits_untransposed
+from parity.variants import droppable_padding, fits_untransposed
 from parity.weights import schema
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 # Even sizes: 'same' padding at stride 2 pads an even size asymmetrically (an odd one symmetrically).
-INPUT_SIZES = {"regnetx32": (32, 32), "inception_mnist": (28, 28), "resnet18": (32, 32), "googlenet": (64, 64)}
+INPUT_SIZES = {
+    "regnetx32": (32, 32),
+    "inception_mnist": (28, 28),
+    "resnet18": (32, 32),
+    "googlenet": (64, 64),
+    "densenet": (32, 32),
+    "alexnet": (224, 224),  # its flatten fixes it
+    "bnlenet": (28, 28),  # its flatten fixes it
+    "nin": (256, 256),  # a 6x6 last map: at 224 it is 5x5, where d2l's JAX 5x5 pool is the global one
+}
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,10 @@ def pitfall_locations(model: str, variant: str) -> list[str]:
             return node.op == "avg_pool" and node.window[2] > 0
         if variant == "unpermuted_flatten":
             return node.op == "dense" and node.layer.flatten_from is not None
+        if variant == "dropped_padding":
+            return node.op == "conv" and node.layer.path in droppable_padding(spec)
+        if variant == "d2l_nin_pool":
+            return node.op == "global_avg_pool"
         return node.op == "conv" and node.layer.path in fits  # untransposed_kernel
 
     return [node.name for node in spec.graph() if node.point and changed(node)]
@@ -122,12 +136,14 @@ def test_pitfall_every_layer_it_changes_is_one_cause(case):
 
 @dataclass(frozen=True)
 class Tab:
-    """d2l's tab of ``model`` in ``dst``'s framework (``d2l_{dst}_tab``), fed torch's weights."""
+    """d2l's tab of ``model`` in ``dst``'s framework (``d2l_{dst}_tab``), fed torch's weights: a model that
+    diverges first at ``first`` with ``causes``, or one whose ``structural`` pitfall refuses the weights."""
 
     model: str
     dst: str
     first: str
     causes: tuple[tuple[divergence.Pitfall, str], ...]  # (pitfall, the variant whose locations it has)
+    structural: divergence.Pitfall | None = None
 
     @property
     def variant(self) -> str:
@@ -149,19 +165,33 @@ TABS = (
         ((divergence.SAME_PADDING, "same_padding"), (divergence.KERAS_BN, "keras_bn_epsilon")),
     ),
     Tab("resnet18", "jax", "b1.conv", ((divergence.SAME_PADDING, "same_padding"),)),
-    Tab("regnetx32", "mxnet", "stages.0.blocks.1.conv1", ()),
+    Tab("regnetx32", "mxnet", "stages.0.blocks.1.conv1", (), divergence.D2L_STAGE_BUG),
     Tab("googlenet", "tf", "b1.conv", ((divergence.SAME_PADDING, "same_padding"),)),
     Tab("googlenet", "jax", "b1.conv", ((divergence.SAME_PADDING, "same_padding"),)),
+    Tab(
+        "densenet",
+        "tf",
+        "b1.conv",
+        ((divergence.SAME_PADDING, "same_padding"), (divergence.KERAS_BN, "keras_bn_epsilon")),
+    ),
+    # Its 'same' padding in b1 too, but the channels decide: B cannot take the canonical weights.
+    Tab("densenet", "jax", "tran_blk2.conv", (), D2L_DENSENET_CHANNELS),
+    Tab("alexnet", "tf", "conv1", ((DROPPED_PADDING, "dropped_padding"),)),
+    Tab("alexnet", "mxnet", "conv1", ((DROPPED_PADDING, "dropped_padding"),)),
+    Tab("bnlenet", "tf", "bn1", ((divergence.KERAS_BN, "keras_bn_epsilon"),)),
+    Tab("bnlenet", "jax", "fc1", (), D2L_BNLENET_PADDING),
+    Tab("nin", "jax", "head.pool", ((D2L_NIN_POOL, "d2l_nin_pool"),)),
 )
 
 
 @pytest.mark.parametrize("tab", TABS, ids=lambda tab: f"{tab.model}-{tab.variant}")
 def test_pitfall_book_tab_diverges_first_where_the_book_pads_and_names_every_cause(tab):
     result = explained(tab.model, "torch", tab.dst, tab.variant)
-    if tab.dst == "mxnet":  # the book's MXNet AnyNet is d2l_stage_bug: a structure that takes no canonical weights
-        assert result.load_error and result.hint.pitfall == divergence.D2L_STAGE_BUG and result.first == tab.first
+    if tab.structural:  # a structure that takes no canonical weights: the structural audit names it
+        assert result.load_error and result.hint.pitfall == tab.structural and result.first == tab.first
+        assert result.points == [] and result.causes == []
         return
-    assert result.first == tab.first and result.hint.pitfall == divergence.SAME_PADDING
+    assert result.first == tab.first and result.hint.pitfall == tab.causes[0][0]
     assert [cause.pitfall for cause in result.causes] == [pitfall for pitfall, _ in tab.causes]
     for cause, (_, located) in zip(result.causes, tab.causes, strict=True):
         assert list(cause.points) == pitfall_locations(tab.model, located)
@@ -176,6 +206,41 @@ def test_pitfall_d2l_stage_bug_is_caught_by_the_structural_audit():
     assert differing_blocks == {f"stages.{i}.blocks.{j}" for i, j, _ in spec.blocks() if j > 0}
     assert 6.0e6 < result.parameters_b < 6.6e6 and result.parameters_a < 0.2e6
     assert "16x wider bottleneck, extra projection" in result.hint.text
+
+
+def test_pitfall_d2l_densenet_channels_is_caught_by_the_structural_audit():
+    """d2l's JAX DenseNet: every transition halves 64 + 4 * 32 = 192 channels, so from the second transition
+    on every layer is narrower (the first transition outputs 96 either way)."""
+    result = explained("densenet", "torch", "jax", "d2l_jax_tab")
+    assert result.load_error is not None and result.points == []
+    spec = get_spec("densenet")
+    paths = [layer.path for layer in spec.layers()]
+    assert [diff.layer for diff in result.structure] == paths[paths.index("tran_blk2.conv") :]
+    assert result.parameters_a == 758_226 and result.parameters_b == 700_586
+    assert "transitions output 96/96/96 channels, not 96/112/120" in result.hint.text
+
+
+def test_pitfall_d2l_nin_pool_is_the_global_pool_where_the_last_map_is_5x5_only():
+    """At 224x224 NiN's last map is 5x5, and d2l's JAX pool computes the PyTorch tab's logits; at 256x256 (a
+    6x6 map, INPUT_SIZES) it leaves 2x2 averages of each of the 10 channels."""
+    spec = get_spec("nin")
+    x = np.random.default_rng(0).standard_normal((2, 1, 224, 224)).astype("float32")
+    assert not divergence.explain(spec, "torch", "jax", x, "d2l_jax_tab").diverged
+    result = explained("nin", "torch", "jax", "d2l_jax_tab")
+    last = result.points[-1]
+    assert last.point == "head.pool" and last.shape_a == (2, 10) and last.shape_b == (2, 2 * 2 * 10)
+    assert "a 5x5 window at stride 1 over the 6x6 map leaves 2x2 averages per channel" in result.hint.text
+
+
+def test_pitfall_d2l_bnlenet_padding_is_caught_by_the_structural_audit():
+    """d2l's JAX BNLeNet: 'SAME' keeps 28x28 and 14x14 maps, so 16 x 7 x 7 = 784 features reach fc1, not
+    16 x 4 x 4 = 256; the convs keep their parameters, fc1 gains (784 - 256) x 120 weights."""
+    result = explained("bnlenet", "torch", "jax", "d2l_jax_tab")
+    assert result.load_error is not None and result.points == []
+    assert [diff.layer for diff in result.structure] == ["fc1"]
+    assert result.structure[0].a == (256 * 120 + 120, 1) and result.structure[0].b == (784 * 120 + 120, 1)
+    assert result.parameters_b - result.parameters_a == (784 - 256) * 120
+    assert "the flatten holds 16 x 7 x 7 = 784 features, not 256" in result.hint.text
 
 
 @pytest.mark.parametrize(
@@ -203,6 +268,10 @@ def porting_guide_rows() -> list[str]:
     return rows
 
 
+def layer_count(count: int) -> str:
+    return f"{count} layer{'' if count == 1 else 's'}"
+
+
 def book_tab_rows() -> list[str]:
     """The README's table of d2l's tabs, one row per tab, from what the harness reports."""
     rows = []
@@ -210,11 +279,14 @@ def book_tab_rows() -> list[str]:
         result = explained(tab.model, "torch", tab.dst, tab.variant)
         book = get_spec(tab.model).book_tabs()[tab.dst]
         if result.load_error:
-            causes = f"{result.hint.pitfall.title} (structural: {len(result.structure)} layers)"
+            causes = f"{result.hint.pitfall.title} (structural: {layer_count(len(result.structure))})"
             logits = f"cannot take the weights: {result.parameters_b:,} parameters, not {result.parameters_a:,}"
         else:
-            causes = ", ".join(f"{cause.pitfall.title} ({len(cause.points)} layers)" for cause in result.causes)
-            logits = f"{result.points[-1].max_rel:.0%}"
+            causes = ", ".join(f"{cause.pitfall.title} ({layer_count(len(cause.points))})" for cause in result.causes)
+            last = result.points[-1]
+            logits = f"{last.max_rel:.0%}" if last.max_rel >= 0.01 else f"{last.max_rel:.2%}"
+            if last.shape_a != last.shape_b:
+                logits = f"shape {last.shape_b}, not {last.shape_a}"
         pitfalls = " + ".join(f"`{pitfall}`" for pitfall in book.pitfalls)
         rows.append(
             f"| `{tab.variant}` | {tab.model} | {pitfalls} | {causes} | `{result.first}` | {logits} "

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from parity import specs
+from parity.specs.classic import d2l_bnlenet_padding_problem, d2l_nin_pool_problem
+from parity.specs.densenet import d2l_densenet_channels_problem
 from parity.weights import Param, schema
 
 
@@ -41,6 +43,27 @@ def same_padding_size_problem(spec: specs.Spec) -> str | None:
     except specs.ShapeError as error:
         return f"with 'same' padding its fixed {fixed[0]}x{fixed[1]} input no longer fits: {error}"
     return None
+
+
+def keeps_size_unpadded(conv: specs.Conv, sizes: tuple[int, ...]) -> bool:
+    """Whether ``conv``, fed a map of ``sizes`` (H, W), gives an output of the same size unpadded."""
+    k, s = conv.kernel_size, conv.stride
+    return all(specs.conv_output_size(n, k, s, 0) == specs.conv_output_size(n, k, s, conv.padding) for n in sizes)
+
+
+def droppable_padding(spec: specs.Spec) -> frozenset[str]:
+    """The padded convs of ``spec`` that keep their output size unpadded at its fixed input size
+    (AlexNet's 11x11 stride-4 conv1: 54x54 from 224x224 with padding 1 or 0), by canonical path; none
+    where the input size is not fixed."""
+    fixed = spec.fixed_input_size()
+    if fixed is None:
+        return frozenset()
+    shapes = specs.infer_shapes(spec.graph(), (1, spec.in_channels, *fixed))
+    return frozenset(
+        node.layer.path
+        for node in spec.graph()
+        if node.op == "conv" and node.layer.padding and keeps_size_unpadded(node.layer, shapes[node.inputs[0]][2:])
+    )
 
 
 def variant_problem(spec: specs.Spec, variant: str) -> str | None:
@@ -80,6 +103,21 @@ def variant_problem(spec: specs.Spec, variant: str) -> str | None:
         return specs.same_padding_in_blocks_problem(spec)
     if variant == "d2l_stage_bug":
         return specs.d2l_stage_bug_problem(spec)
+    if variant == "d2l_densenet_channels":
+        return d2l_densenet_channels_problem(spec)
+    if variant == "d2l_bnlenet_padding":
+        return d2l_bnlenet_padding_problem(spec)
+    if variant == "d2l_nin_pool":
+        return d2l_nin_pool_problem(spec)
+    if variant == "dropped_padding":
+        if not any(isinstance(layer, specs.Conv) and layer.padding for layer in layers):
+            return "it has no padded conv"
+        fixed = spec.fixed_input_size()
+        if fixed is None:
+            return "its input size is not fixed, and a padded conv built unpadded shrinks its output at some input size"
+        if not droppable_padding(spec):
+            return f"at its fixed {fixed[0]}x{fixed[1]} input every padded conv's output shrinks unpadded"
+        return None
     raise KeyError(f"no applicability rule for variant {variant!r}")
 
 

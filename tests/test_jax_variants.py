@@ -19,10 +19,13 @@ from support import assert_same_bits, max_relative_diff
 
 pytest.importorskip("flax")
 from impl_jax import backend, inception  # noqa: E402
+from impl_jax.anynet import AvgPool2D  # noqa: E402
 
 REGNETX32 = parity.get_spec("regnetx32")
 MNIST_NET = parity.get_spec("inception_mnist")
 NIN = parity.get_spec("nin")
+DENSENET = parity.get_spec("densenet")
+BNLENET = parity.get_spec("bnlenet")
 INCEPTION = specs.Inception(in_channels=16, c1=8, c2=(4, 8), c3=(2, 4), c4=4)
 # No conv of this block has out channels == in channels / groups.
 NON_SQUARE_BLOCK = specs.ResNeXtBlock(
@@ -93,12 +96,18 @@ def test_variants_are_the_shared_names_with_descriptions():
         "same_padding_in_blocks",
         "unpermuted_flatten",
         "untransposed_kernel",
+        "d2l_densenet_channels",
+        "d2l_bnlenet_padding",
+        "d2l_nin_pool",
     ]
     assert all(isinstance(text, str) and text for text in backend.VARIANTS.values())
 
 
 def test_unknown_variant_raises_naming_the_known_ones():
-    known = r"same_padding, same_padding_in_blocks, unpermuted_flatten, untransposed_kernel, d2l_jax_tab"
+    known = (
+        r"same_padding, same_padding_in_blocks, unpermuted_flatten, untransposed_kernel, d2l_densenet_channels, "
+        r"d2l_bnlenet_padding, d2l_nin_pool, d2l_jax_tab"
+    )
     with pytest.raises(
         ValueError, match=f"^variant: unknown variant 'keras' of the jax backend; known variants: {known} "
     ):
@@ -115,6 +124,8 @@ def test_unknown_variant_raises_naming_the_known_ones():
         ("untransposed_kernel", NON_SQUARE_BLOCK, "out channels == in channels / groups"),
         ("same_padding", NIN, "stride-1 layer symmetrically"),
         ("unpermuted_flatten", NIN, "no dense layer follows a flatten"),
+        ("d2l_densenet_channels", REGNETX32, "DenseNet specs only"),
+        ("d2l_densenet_channels", specs.DenseNet(arch=(4, 4)), r"output \(96,\) channels either way"),
     ],
     ids=[
         "same-mnist-net",
@@ -124,6 +135,8 @@ def test_unknown_variant_raises_naming_the_known_ones():
         "kernel-no-square-conv",
         "same-nin",
         "flatten-nin",
+        "densenet-channels-anynet",
+        "densenet-channels-one-transition",
     ],
 )
 def test_variant_that_changes_nothing_raises(variant, spec, why):
@@ -131,13 +144,20 @@ def test_variant_that_changes_nothing_raises(variant, spec, why):
         backend.build(spec, variant=variant)
 
 
-def test_variants_switch_on_through_pitfalls_and_only_the_padding_ones_change_the_network():
+def test_variants_switch_on_through_pitfalls_and_only_the_network_ones_change_the_network():
     """The weight-mapping pitfalls build the faithful linen module, so they share its compiled functions."""
+    network = {"same_padding", "same_padding_in_blocks", "d2l_densenet_channels", "d2l_bnlenet_padding", "d2l_nin_pool"}
+    applies_to = {
+        "unpermuted_flatten": MNIST_NET,
+        "d2l_densenet_channels": DENSENET,
+        "d2l_bnlenet_padding": BNLENET,
+        "d2l_nin_pool": NIN,
+    }
     for variant in backend.VARIANTS:
-        spec = {"unpermuted_flatten": MNIST_NET}.get(variant, REGNETX32)
+        spec = applies_to.get(variant, REGNETX32)
         model = backend.build(spec, variant=variant)
         assert model.pitfalls == frozenset({variant})
-        assert model.network_pitfalls == (frozenset({variant}) & {"same_padding", "same_padding_in_blocks"})
+        assert model.network_pitfalls == (frozenset({variant}) & network)
     assert backend.build(REGNETX32).pitfalls == frozenset()
 
 
@@ -305,3 +325,58 @@ def test_the_books_jax_tab_pads_same_only_in_the_blocks_conv2():
     padding = {conv.path: backend._submodule(bound, table.native_module(conv.path)).padding for conv in convs}
     assert padding.pop("stem.conv") == ((1, 1), (1, 1))
     assert set(padding.values()) == {"SAME"} and all(path.endswith(".conv2") for path in padding)
+
+
+def test_the_books_jax_densenet_pads_b1_same_and_counts_every_transition_from_64_channels():
+    """d2l's JAX DenseNet: b1's 7x7 stride-2 conv and 3x3 stride-2 max-pool with padding='same' (the
+    conv blocks' stride-1 3x3 convs pad (1, 1) either way); ``create_net`` halves 64 + 4 * 32 channels
+    at every transition, so the transitions' 1x1 convs output 96, 96 and 96 channels, the last
+    BatchNorm sees 96 + 4 * 32 = 224, and the net has 700,586 parameters (the spec's 758,226). The
+    model runs and refuses canonical weights."""
+    model = backend.build(DENSENET, variant="d2l_jax_tab")
+    assert model.pitfalls == {"same_padding", "d2l_densenet_channels"}
+    bound, table = backend._bound(model), backend.table(DENSENET)
+
+    def module(path):
+        return backend._submodule(bound, table.native_module(path))
+
+    assert module("b1.conv").padding == module("b1.pool").padding == "SAME"
+    assert [module(f"tran_blk{i}.conv").features for i in (1, 2, 3)] == [96, 96, 96]
+    structure = backend.structure(model)
+    assert structure["last.bn"] == (2 * 224, 1) and structure["last.fc"] == (224 * 10 + 10, 1)
+    assert sum(params for params, _ in structure.values()) == 700_586
+    assert backend.forward(model, randn((2, 1, 32, 32)).astype(np.float32)).shape == (2, 10)
+    with pytest.raises(parity.WeightsError, match=r"'net/tran_blk2/conv/params/kernel': model expects shape"):
+        backend.load_weights(model, backend.export_weights(backend.build(DENSENET)))
+
+
+def test_the_books_jax_bnlenet_pads_its_convs_same_and_feeds_784_features_to_fc1():
+    """d2l's JAX BNLeNet: nn.Conv(6, (5, 5)) and nn.Conv(16, (5, 5)) at Flax's default padding='SAME', so
+    the maps stay 28x28 and 14x14 and fc1's kernel is 16 * 7 * 7 = 784 x 120 (the spec's 256 x 120). The
+    model runs and refuses canonical weights."""
+    model = backend.build(BNLENET, variant="d2l_jax_tab")
+    assert model.pitfalls == {"d2l_bnlenet_padding"}
+    bound, table = backend._bound(model), backend.table(BNLENET)
+    assert {backend._submodule(bound, table.native_module(path)).padding for path in ("conv1", "conv2")} == {"SAME"}
+    assert backend._tensors(model.variables)["net/fc1/params/kernel"].shape == (784, 120)
+    assert backend.forward(model, randn((2, 1, 28, 28)).astype(np.float32)).shape == (2, 10)
+    with pytest.raises(parity.WeightsError, match=r"'net/fc1/params/kernel': model expects shape \(784, 120\)"):
+        backend.load_weights(model, backend.export_weights(backend.build(BNLENET)))
+
+
+def test_the_books_jax_nin_averages_a_fixed_5x5_window_the_global_pool_at_224_only():
+    """d2l's JAX NiN: nn.avg_pool(x, (5, 5)) at stride 1, then a flatten. On a 224x224 input the last map is
+    5x5 and the logits are the faithful model's; on 256x256 (a 6x6 map) there are 2 x 2 x 10 outputs, each a
+    5x5 mean in (H, W, C) order."""
+    weights = canonical_weights(NIN)
+    faithful, book = built(NIN, weights), built(NIN, weights, "d2l_jax_tab")
+    assert book.pitfalls == {"d2l_nin_pool"}
+    pool = backend._submodule(backend._bound(book), "net/avg_pool")
+    assert isinstance(pool, AvgPool2D) and (pool.window, pool.strides) == (5, 1)
+    x = randn((1, 1, 224, 224))
+    # The same convs, then a 25-term mean either way: float64 rounding, far below ONE_LAYER_TOLERANCE.
+    assert max_relative_diff(backend.forward(book, x), backend.forward(faithful, x)) < ONE_LAYER_TOLERANCE
+    x = randn((1, 1, 256, 256))
+    last_map = backend.activations(faithful, x)["blocks.3"]  # (1, 10, 6, 6)
+    expected = nchw_to_nhwc(reference.avg_pool(last_map, 5, 1, 0)).reshape(1, -1)
+    assert max_relative_diff(backend.forward(book, x), expected) < ONE_LAYER_TOLERANCE

@@ -192,7 +192,7 @@ def test_a_variant_that_does_not_apply_is_refused(spec, variant, message):
 
 
 def test_variants_are_named_and_described():
-    assert list(backend.VARIANTS) == [VARIANT]
+    assert list(backend.VARIANTS) == [VARIANT, "dropped_padding"]
     assert "ResNeXtBlock(num_channels, num_channels, groups, bot_mul)" in backend.VARIANTS[VARIANT]
 
 
@@ -201,3 +201,18 @@ def test_faithful_structure_is_the_specs(name):
     spec = parity.get_spec(name)
     assert backend.structure(backend.build(spec)) == spec_structure(spec)
     assert list(backend.structure(backend.build(spec))) == [layer.path for layer in spec.layers()]
+
+
+def test_the_books_mxnet_alexnet_leaves_conv1_unpadded_and_keeps_its_54x54_output():
+    """d2l's MXNet AlexNet: conv1 nn.Conv2D(96, kernel_size=11, strides=4) with no padding, 54x54 from
+    224x224 as the spec's padded one; conv2-conv5 padded as the spec says. It takes the canonical weights."""
+    spec = parity.get_spec("alexnet")
+    model = backend.build(spec, variant="d2l_mxnet_tab")
+    convs = {block.name: block for block in model.net if block.name.startswith("conv")}
+    assert {name: conv._kwargs["pad"] for name, conv in convs.items()} == {
+        "conv1": (0, 0),
+        "conv2": (2, 2),
+        **{f"conv{k}": (1, 1) for k in (3, 4, 5)},
+    }
+    assert next(row.shape for row in backend.layer_summary(model, (1, 1, 224, 224))) == (1, 96, 54, 54)
+    backend.load_weights(model, backend.export_weights(backend.build(spec)))

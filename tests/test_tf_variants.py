@@ -98,6 +98,7 @@ def test_variants_are_the_shared_pitfall_names():
         "avgpool_excludes_padding",
         "unpermuted_flatten",
         "untransposed_kernel",
+        "dropped_padding",
     ]
     assert all(isinstance(text, str) and text for text in backend.VARIANTS.values())
 
@@ -124,6 +125,9 @@ def test_an_unknown_variant_is_refused_naming_the_known_ones():
         (INCEPTION_A, "unpermuted_flatten", "flatten"),
         (INCEPTION, "untransposed_kernel", "I/groups == O"),
         (STRIDED_BLOCK, "untransposed_kernel", "I/groups == O"),
+        (NIN, "dropped_padding", "input size is not fixed"),
+        (parity.get_spec("vgg"), "dropped_padding", "every padded conv's output shrinks unpadded"),
+        (parity.get_spec("bnlenet"), "dropped_padding", "no padded conv"),
     ],
 )
 def test_a_variant_that_does_not_apply_is_refused_saying_why(spec, variant, why):
@@ -275,3 +279,42 @@ def test_the_books_tf_tab_pads_same_where_the_book_does_and_keeps_keras_batchnor
     assert same == {conv.path for conv in convs if conv.padding} and len(same) == 11
     norms = [layer for layer in by_path.values() if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == 33 and {norm.epsilon for norm in norms} == {1e-3}
+
+
+def test_the_books_tf_densenet_pads_same_where_the_book_does_and_keeps_keras_batchnorm_defaults():
+    """d2l's TF DenseNet: padding='same' in b1's 7x7 stride-2 conv and 3x3 stride-2 max-pool and in every
+    ConvBlock's 3x3 conv, and BatchNormalization() at Keras' epsilon 1e-3 in all 21 (b1, 16 conv blocks,
+    3 transitions, the head)."""
+    spec = parity.get_spec("densenet")
+    model = backend.build(spec, variant="d2l_tf_tab")
+    by_path = {layer.path.split("/", 1)[1]: layer for layer in model._flatten_layers() if "/" in (layer.path or "")}
+    table = backend.table(spec)
+    convs = [layer for layer in spec.layers() if isinstance(layer, Conv)]
+    same = {conv.path for conv in convs if by_path[table.native_module(conv.path)].padding == "same"}
+    assert same == {conv.path for conv in convs if conv.padding} and len(same) == 17
+    assert model.net.get_layer("b1").get_layer("pool").padding == "same"
+    norms = [layer for layer in by_path.values() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 21 and {norm.epsilon for norm in norms} == {1e-3}
+
+
+def test_the_books_tf_alexnet_leaves_conv1_unpadded_and_keeps_its_54x54_output():
+    """d2l's TF AlexNet: conv1 Conv2D(96, 11, strides=4) with no padding, 54x54 from 224x224 as the spec's
+    padded one; conv2-conv5 pad kernel_size // 2 zeros a side (the book's padding='same' at stride 1)."""
+    spec = parity.get_spec("alexnet")
+    model = backend.build(spec, variant="d2l_tf_tab")
+    assert model.pitfalls == {"dropped_padding"}
+    names = [layer.name for layer in model.net.layers]
+    assert "conv1_pad" not in names and model.net.get_layer("conv1").padding == "valid"
+    pads = {f"conv{k}": model.net.get_layer(f"conv{k}_pad").padding for k in range(2, 6)}
+    assert pads == {"conv2": ((2, 2), (2, 2)), **{f"conv{k}": ((1, 1), (1, 1)) for k in (3, 4, 5)}}
+    rows = backend.layer_summary(model, (1, 224, 224, 1))
+    assert next(row.shape for row in rows if row.layer == "Conv2D") == (1, 54, 54, 96)
+
+
+def test_the_books_tf_bnlenet_keeps_keras_batchnorm_defaults_and_unpadded_convs():
+    """d2l's TF BNLeNet: BatchNormalization() at Keras' epsilon 1e-3 in all four; its convs unpadded, as the spec."""
+    spec = parity.get_spec("bnlenet")
+    model = backend.build(spec, variant="d2l_tf_tab")
+    norms = [layer for layer in model.net.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert [norm.name for norm in norms] == ["bn1", "bn2", "bn3", "bn4"] and {norm.epsilon for norm in norms} == {1e-3}
+    assert {model.net.get_layer(name).padding for name in ("conv1", "conv2")} == {"valid"}

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parity.divergence.pitfalls import D2L_STAGE_BUG, Hint, Pitfall
+from parity.divergence.pitfalls import D2L_BNLENET_PADDING, D2L_DENSENET_CHANNELS, D2L_STAGE_BUG, Hint, Pitfall
 from parity.specs import Layer, Spec, d2l_stage_bug_blocks, d2l_stage_bug_layers
+from parity.specs.classic import d2l_bnlenet_padding_layers
+from parity.specs.densenet import d2l_densenet_channels_layers
 from parity.weights import layer_params
 
 Structure = Mapping[str, tuple[int, int]]
@@ -64,10 +66,32 @@ def describe_stage_bug(spec: Spec, a: Structure, b: Structure) -> str:
     )
 
 
+def describe_densenet_channels(spec: Spec, a: Structure, b: Structure) -> str:
+    def listed(channels: tuple[int, ...]) -> str:
+        return "/".join(map(str, channels))
+
+    return (
+        f"transitions output {listed(spec.d2l_jax_transition_channels())} channels, "
+        f"not {listed(spec.transition_channels())}; {_millions(b):.2f} M parameters instead of {_millions(a):.2f} M"
+    )
+
+
+def describe_bnlenet_padding(spec: Spec, a: Structure, b: Structure) -> str:
+    (fc1,) = (layer for layer in d2l_bnlenet_padding_layers(spec) if layer.path == "fc1")
+    (faithful,) = (layer for layer in spec.layers() if layer.path == "fc1")
+    c, h, w = fc1.flatten_from
+    return (
+        f"the flatten holds {c} x {h} x {w} = {fc1.in_features} features, not {faithful.in_features}; "
+        f"{_millions(b):.3f} M parameters instead of {_millions(a):.3f} M"
+    )
+
+
 # Each structural pitfall: the layers the naive port builds from a spec (or [] where it cannot
 # occur), and the words that describe what it changed.
 STRUCTURAL_PITFALLS: tuple[tuple[Pitfall, Callable[[Spec], list[Layer]], Callable[..., str]], ...] = (
     (D2L_STAGE_BUG, d2l_stage_bug_layers, describe_stage_bug),
+    (D2L_DENSENET_CHANNELS, d2l_densenet_channels_layers, describe_densenet_channels),
+    (D2L_BNLENET_PADDING, d2l_bnlenet_padding_layers, describe_bnlenet_padding),
 )
 
 

@@ -15,7 +15,8 @@ import numpy as np
 from parity import reference
 from parity.harness import logit_diff
 from parity.layout import nchw_to_nhwc
-from parity.specs import Node
+from parity.specs import NiN, Node
+from parity.variants import keeps_size_unpadded
 
 KERAS_BN_EPSILON = 1e-3
 
@@ -54,11 +55,33 @@ UNTRANSPOSED_KERNEL = Pitfall(
     "kernel OIHW copied with the wrong transpose",
     "one named transform OIHW->HWIO, transpose (2, 3, 1, 0), for every conv; parity is checked by value, not by shape",
 )
+DROPPED_PADDING = Pitfall(
+    "dropped_padding",
+    "padding dropped where the output size stays",
+    "every conv padded as the spec says, even where an unpadded one gives the same output size",
+)
+D2L_NIN_POOL = Pitfall(
+    "d2l_nin_pool",
+    "d2l's JAX NiN averages a fixed 5x5 window",
+    "a global average pool over the whole map (its window the input's height and width), right at every input size",
+)
 D2L_STAGE_BUG = Pitfall(
     "d2l_stage_bug",
     "d2l's MXNet stage passes num_channels twice",
     "blocks after a stage's first are ResNeXtBlock(num_channels, groups, bot_mul) (spec.AnyNet.blocks); "
     "a structural audit compares per-layer parameters and groups",
+)
+D2L_DENSENET_CHANNELS = Pitfall(
+    "d2l_densenet_channels",
+    "d2l's JAX DenseNet counts each dense block's channels from num_channels",
+    "each transition halves what the dense block before it outputs, carried from block to block "
+    "(spec.DenseNet.transition_channels); a structural audit compares per-layer parameters",
+)
+D2L_BNLENET_PADDING = Pitfall(
+    "d2l_bnlenet_padding",
+    "d2l's JAX BNLeNet pads its convs 'SAME' (Flax's default)",
+    "every conv padded as the spec says (padding=0 written out where Flax's nn.Conv defaults to 'SAME'); "
+    "a structural audit compares per-layer parameters",
 )
 
 
@@ -139,6 +162,35 @@ def untransposed_kernel_output(node: Node, xs: Sequence[np.ndarray], weights) ->
     )
 
 
+def dropped_padding_output(node: Node, xs: Sequence[np.ndarray], weights) -> tuple[np.ndarray, str] | None:
+    """A padded conv computed unpadded, where that keeps its output size: each window starts ``padding``
+    pixels further down and right."""
+    if node.op != "conv" or node.layer.padding == 0 or not keeps_size_unpadded(node.layer, xs[0].shape[2:]):
+        return None
+    layer = node.layer
+    weight, bias = _param(weights, node, "weight"), _param(weights, node, "bias")
+    y = reference.conv2d(xs[0], weight, bias, layer.stride, 0, layer.groups)
+    return y, (
+        f"no padding instead of {layer.padding} on every side keeps the {y.shape[2]}x{y.shape[3]} output, each "
+        f"window {layer.padding} pixel{'s' if layer.padding > 1 else ''} further down and right"
+    )
+
+
+def d2l_nin_pool_output(node: Node, xs: Sequence[np.ndarray], weights) -> tuple[np.ndarray, str] | None:
+    """A global average pool computed as d2l's JAX NiN does: a fixed window at stride 1, its output flattened
+    in (H, W, C) order; where the map is that window's size, it is the global pool."""
+    window = NiN.D2L_JAX_POOL
+    x = xs[0]
+    if node.op != "global_avg_pool" or x.shape[2:] == (window, window) or min(x.shape[2:]) < window:
+        return None
+    pooled = reference.avg_pool(x, window, 1, 0)
+    y = nchw_to_nhwc(pooled).reshape(x.shape[0], -1)
+    return y, (
+        f"a {window}x{window} window at stride 1 over the {x.shape[2]}x{x.shape[3]} map leaves "
+        f"{pooled.shape[2]}x{pooled.shape[3]} averages per channel: {y.shape[1]} outputs, not {x.shape[1]}"
+    )
+
+
 # (node, inputs, canonical weights) -> (the node's output under the pitfall, what differs),
 # or None where it does not apply
 Hypothesis = Callable[[Node, Sequence[np.ndarray], Mapping[str, np.ndarray]], tuple[np.ndarray, str] | None]
@@ -150,6 +202,8 @@ LAYER_PITFALLS: tuple[tuple[Pitfall, Hypothesis], ...] = (
     (AVGPOOL_EXCLUDES_PADDING, avgpool_excludes_padding_output),
     (UNPERMUTED_FLATTEN, unpermuted_flatten_output),
     (UNTRANSPOSED_KERNEL, untransposed_kernel_output),
+    (DROPPED_PADDING, dropped_padding_output),
+    (D2L_NIN_POOL, d2l_nin_pool_output),
 )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from parity.specs.graph import Architecture, GraphBuilder, conv_output_size
+from parity.specs.graph import Architecture, BookTab, GraphBuilder, Layer, conv_output_size
 
 BN_EPS = 1e-5  # PyTorch's BatchNorm defaults, which d2l's PyTorch tab uses
 BN_MOMENTUM = 0.1
@@ -59,18 +59,45 @@ class BNLeNet(Architecture):
     bn_momentum: float = BN_MOMENTUM
     input_size: tuple[int, int] = (28, 28)
 
+    def book_tabs(self) -> dict[str, BookTab]:
+        # d2l-en, chapter_convolutional-modern/batch-norm.md, BNLeNet of each tab (MXNet's Gluon BatchNorm
+        # has PyTorch's epsilon 1e-5 and momentum 0.9 = 1 - 0.1).
+        return {
+            "tf": BookTab(
+                ("keras_bn_epsilon",),
+                "batch-norm.md l. 752, 756, 760 and 763: BatchNormalization() after each conv and dense layer",
+                "BatchNormalization() keeps Keras' momentum 0.99 (PyTorch's 0.1 means 0.9)",
+            ),
+            "jax": BookTab(
+                ("d2l_bnlenet_padding",),
+                "batch-norm.md l. 777 and 781: nn.Conv(6, kernel_size=(5, 5)) and nn.Conv(16, kernel_size=(5, 5)) "
+                "at Flax's default padding='SAME', so 16 x 7 x 7 = 784 features reach nn.Dense(120) (l. 786); "
+                "nn.BatchNorm at Flax's epsilon 1e-5",
+                "nn.BatchNorm keeps Flax's momentum 0.99 (PyTorch's 0.1 means 0.9)",
+            ),
+        }
+
     def build_graph(self, g: GraphBuilder) -> str:
+        return self.add_net(g, conv_padding=0)
+
+    def add_net(self, g: GraphBuilder, conv_padding: int) -> str:
+        """The net with both 5x5 convs padded by ``conv_padding`` (the spec's 0; Flax's default 'SAME' pads
+        a stride-1 5x5 conv by 2), its flatten sized to match."""
+
         def bn(path: str, X: str, channels: int) -> str:
             return g.sigmoid(g.bn(path, X, channels, self.bn_eps, self.bn_momentum))
 
+        h, w = self.input_size
         with g.group("conv1"):
-            X = bn("bn1", g.conv("conv1", g.input, self.in_channels, 6, 5), 6)
+            X = bn("bn1", g.conv("conv1", g.input, self.in_channels, 6, 5, padding=conv_padding), 6)
             X = g.avg_pool(X, 2, 2, name="pool1")
         with g.group("conv2"):
-            X = bn("bn2", g.conv("conv2", X, 6, 16, 5), 16)
+            X = bn("bn2", g.conv("conv2", X, 6, 16, 5, padding=conv_padding), 16)
             X = g.avg_pool(X, 2, 2, name="pool2")
+        for _ in range(2):  # each conv, then its 2x2 pool
+            h, w = (conv_output_size(size, 5, 1, conv_padding) // 2 for size in (h, w))
         with g.group("fc1"):
-            X = bn("bn3", g.dense("fc1", g.flatten(X), 16 * 4 * 4, 120, flatten_from=(16, 4, 4)), 120)
+            X = bn("bn3", g.dense("fc1", g.flatten(X), 16 * h * w, 120, flatten_from=(16, h, w)), 120)
         with g.group("fc2"):
             X = bn("bn4", g.dense("fc2", X, 120, 84), 84)
         with g.group("fc3"):
@@ -112,6 +139,23 @@ class AlexNet(Architecture):
         (384, 3, 1, 1, False),
         (256, 3, 1, 1, True),
     )
+
+    def book_tabs(self) -> dict[str, BookTab]:
+        # d2l-en, chapter_convolutional-modern/alexnet.md, AlexNet.__init__ of each tab. conv1 unpadded
+        # gives 54x54 from 224x224 as padded by 1 does, its windows one pixel further down and right. The
+        # TF tab's other convs have padding='same' at stride 1: kernel_size // 2 zeros a side, as the spec
+        # pads them. The JAX tab pads conv1 by 1 and leaves the others at Flax's default 'SAME', the same.
+        return {
+            "tf": BookTab(
+                ("dropped_padding",),
+                "alexnet.md l. 361-362: conv1 Conv2D(filters=96, kernel_size=11, strides=4, activation='relu'), "
+                "no padding; l. 364-372: conv2-conv5 Conv2D(..., padding='same', ...) at stride 1",
+            ),
+            "mxnet": BookTab(
+                ("dropped_padding",),
+                "alexnet.md l. 333: conv1 nn.Conv2D(96, kernel_size=11, strides=4, activation='relu'), no padding",
+            ),
+        }
 
     def build_graph(self, g: GraphBuilder) -> str:
         """The flatten before fc6 holds 256 x 5 x 5 features at 224x224 (another ``input_size`` gives
@@ -173,6 +217,18 @@ class NiN(Architecture):
 
     # (out_channels, kernel_size, stride, padding) of each nin_block, as in the book
     BLOCKS = ((96, 11, 4, 0), (256, 5, 1, 2), (384, 3, 1, 1))
+    # d2l's JAX NiN pools with nn.avg_pool(x, (5, 5)): a 5x5 window at stride 1, the last map's size at 224x224
+    D2L_JAX_POOL = 5
+
+    def book_tabs(self) -> dict[str, BookTab]:
+        # d2l-en, chapter_convolutional-modern/nin.md, NiN of each tab; the TF tab's padding='same' is at stride 1.
+        return {
+            "jax": BookTab(
+                ("d2l_nin_pool",),
+                "nin.md l. 203: nn.avg_pool(x, (5, 5)), a 5x5 window at Flax's default stride 1, then l. 204: "
+                "x.reshape((x.shape[0], -1)) in place of the global average pool (see D2L_JAX_POOL)",
+            ),
+        }
 
     def blocks(self) -> tuple[tuple[int, int, int, int], ...]:
         return (*self.BLOCKS, (self.num_classes, 3, 1, 1))
@@ -200,3 +256,27 @@ class NiN(Architecture):
             X = self.nin_block(g, X, 3, channels)
         with g.group("head"):
             return g.global_avg_pool(X, name="head.pool")
+
+
+def d2l_bnlenet_padding_problem(spec: Architecture) -> str | None:
+    """Why d2l's JAX BNLeNet (its convs at Flax's default padding='SAME') does not apply to ``spec``, or None."""
+    if type(spec) is not BNLeNet:
+        return f"d2l's JAX BNLeNet applies to BNLeNet specs only, got a {type(spec).__name__} spec"
+    return None
+
+
+def d2l_bnlenet_padding_layers(spec: Architecture) -> list[Layer]:
+    """The layers of ``spec`` as d2l's JAX BNLeNet builds it: both convs padded 'SAME' (2 a side), so fc1
+    takes 16 x 7 x 7 = 784 features at 28x28 (none where it does not apply)."""
+    if d2l_bnlenet_padding_problem(spec):
+        return []
+    g = GraphBuilder()
+    spec.add_net(g, conv_padding=2)
+    return [node.layer for node in g.nodes if node.layer is not None]
+
+
+def d2l_nin_pool_problem(spec: Architecture) -> str | None:
+    """Why d2l's JAX NiN pool (``NiN.D2L_JAX_POOL``) does not apply to ``spec``, or None."""
+    if type(spec) is not NiN:
+        return f"d2l's JAX NiN pool applies to NiN specs only, got a {type(spec).__name__} spec"
+    return None
