@@ -16,11 +16,13 @@ pitfalls), so new weights at the same input shape never retrace. Activations are
 Flax's captured intermediates of the modules that the spec's activation points name;
 the layer summary's groups are read from the same mapping.
 
-``VARIANTS`` are naive ports, each a real model with one classic porting pitfall:
-``same_padding`` builds the linen modules with Flax's ``'SAME'`` (a different
-network, so it has its own compiled forward and activations); ``unpermuted_flatten``
-and ``untransposed_kernel`` are the faithful network loaded (and exported) through
-a naive weight mapping, so they share the faithful model's compiled functions.
+``VARIANTS`` are naive ports, each a real model with one classic porting pitfall; they compose
+(``same_padding+untransposed_kernel``), and ``d2l_jax_tab`` is the book's JAX code of the spec
+(``spec.book_tabs()``). The ``NETWORK_PITFALLS`` build other linen modules (Flax's ``'SAME'``
+in every padded layer or in AnyNet's blocks only, and the book's DenseNet channels, BNLeNet
+padding and NiN pool), each with its own compiled functions; ``unpermuted_flatten`` and
+``untransposed_kernel`` are the faithful network loaded (and exported) through a naive weight
+mapping, so they share the faithful model's compiled functions.
 """
 
 from __future__ import annotations

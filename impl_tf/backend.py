@@ -16,10 +16,10 @@ that run by one that keeps its output under the layer's native path (``_recordin
 ``VARIANTS`` are naive ports, one classic porting pitfall each, built with
 ``build(spec, variant=...)``: real, runnable models that differ from the spec's function.
 Pitfalls compose (``same_padding+keras_bn_epsilon``), and ``d2l_tf_tab`` is the book's
-TensorFlow code of the spec (``spec.book_tabs()``, e.g. RegNetX32's and ResNet-18's: both
-of those). ``check_variant`` turns a variant into the model's ``pitfalls``; three change the layers
-(``impl_tf.anynet.LayerMaker``, ``impl_tf.inception``), two only the way ``load_weights`` and
-``export_weights`` map canonical tensors (``table(spec, variant)``).
+TensorFlow code of the spec (``spec.book_tabs()``; RegNetX32's and ResNet-18's are those two
+pitfalls). ``check_variant`` turns a variant into the model's ``pitfalls``; four change the layers
+(``impl_tf.anynet.LayerMaker``, ``impl_tf.inception``, ``impl_tf.classic``), two only the way
+``load_weights`` and ``export_weights`` map canonical tensors (``table(spec, variant)``).
 """
 
 from __future__ import annotations

@@ -22,7 +22,11 @@ from parity.divergence.explain import (
 from parity.divergence.graph import each_point_inputs, point_inputs, point_nodes, point_sources
 from parity.divergence.pitfalls import (
     AVGPOOL_EXCLUDES_PADDING,
+    D2L_BNLENET_PADDING,
+    D2L_DENSENET_CHANNELS,
+    D2L_NIN_POOL,
     D2L_STAGE_BUG,
+    DROPPED_PADDING,
     KERAS_BN,
     LAYER_PITFALLS,
     SAME_PADDING,
@@ -37,7 +41,11 @@ from parity.divergence.pitfalls import (
 
 __all__ = [
     "AVGPOOL_EXCLUDES_PADDING",
+    "D2L_BNLENET_PADDING",
+    "D2L_DENSENET_CHANNELS",
+    "D2L_NIN_POOL",
     "D2L_STAGE_BUG",
+    "DROPPED_PADDING",
     "KERAS_BN",
     "LAYER_PITFALLS",
     "SAME_PADDING",
