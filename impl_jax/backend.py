@@ -202,6 +202,15 @@ def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str 
     return FlaxModel(spec, dtype, variables, variant, pitfalls)
 
 
+def build_empty(spec: specs.Spec, dtype: str = "float32") -> FlaxModel:
+    """The faithful model for ``spec`` in ``dtype`` to be filled by ``load_weights`` right away (``parity
+    convert``): its variables are only their shapes and dtypes (``jax.ShapeDtypeStruct``), nothing drawn
+    or allocated, so it runs only once loaded."""
+    check_dtype(dtype)
+    REGISTRY[spec]
+    return FlaxModel(spec, dtype, _shapes(spec, dtype, frozenset()))
+
+
 def forward(model: FlaxModel, x_nchw: np.ndarray, train: bool = False) -> np.ndarray:
     """Logits (nets) or the NCHW feature map (blocks); ``train`` makes BatchNorm use batch statistics
     and dropout drop."""

@@ -268,3 +268,19 @@ def test_nin_train_mode_drops_and_eval_mode_does_not(nin):
     np.testing.assert_array_equal(backend.forward(nin, x, train=True), backend.forward(nin, x, train=True))
     assert max_relative_diff(backend.forward(nin, x, train=True), eval_y) > 1e-3
     np.testing.assert_array_equal(backend.forward(nin, x), eval_y)
+
+
+def test_an_empty_model_loaded_equals_a_built_one_loaded():
+    """``build_empty`` holds only the variables' shapes; once loaded it is the built model, bit for bit."""
+    import jax
+
+    weights = randomize_batchnorm(backend.export_weights(backend.build(SMALL, seed=1, dtype="float64")), seed=2)
+    empty, built = backend.build_empty(SMALL, dtype="float64"), backend.build(SMALL, seed=0, dtype="float64")
+    assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree_util.tree_leaves(empty.variables))
+    with pytest.raises(parity.WeightsError):
+        backend.load_weights(empty, {**weights, "stem.conv.weight": weights["stem.conv.weight"][:1]})
+    for model in (empty, built):
+        backend.load_weights(model, weights)
+    assert_same_bits(backend.export_weights(empty), weights)
+    x = randn((2, 3, 17, 11), "float64")
+    assert backend.forward(empty, x).tobytes() == backend.forward(built, x).tobytes()
