@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import weakref
+from collections.abc import Iterator, Mapping
 
 import mxnet as mx
 import numpy as np
@@ -159,6 +160,21 @@ def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str 
     return model
 
 
+def build_empty(spec: specs.Spec, dtype: str = "float32") -> Model:
+    """The model for ``spec`` in ``dtype`` to be filled by ``load_weights`` right away (``parity convert``):
+    its parameters are made in ``dtype`` with constant values (``init.Zero()``, BatchNorm's ones) instead of
+    a random initialisation, and without gradient buffers (``grad_req="null"``), which only training uses;
+    ``build`` makes a model to train."""
+    check_dtype(dtype)
+    model = REGISTRY[spec].builder(spec, prefix="")
+    model.collect_params().setattr("grad_req", "null")
+    model.cast(dtype)
+    model.initialize(mx.init.Zero())
+    model.dtype = dtype
+    model.variant, model.pitfalls = None, frozenset()
+    return model
+
+
 def _block_layers(block: ResNeXtBlock, path: str) -> list[specs.Layer]:
     """The canonical layers of a block as it was built, under ``path``."""
     g = specs.GraphBuilder()
@@ -229,8 +245,14 @@ def _compiled(model: Model, points: bool = False) -> gluon.SymbolBlock:
     return graphs[points]
 
 
+# The native leaf names of BatchNorm's running statistics, the parameters that no gradient updates.
+_STATISTICS = tuple(LEAVES[f"batchnorm.{leaf}"][0] for leaf in ("running_mean", "running_var"))
+
+
 def _trainable_parameters(layer: mx.gluon.Block) -> int:
-    return sum(p.data().size for p in layer.collect_params().values() if p.grad_req != "null")
+    """The number of values that training updates in ``layer``: every parameter but BatchNorm's running statistics,
+    told apart by their names (not by ``grad_req``, which is "null" for all the parameters of ``build_empty``)."""
+    return sum(p.data().size for key, p in layer.collect_params().items() if not key.endswith(_STATISTICS))
 
 
 def _summary_row(layer: mx.gluon.Block, output: nd.NDArray, group: str) -> SummaryRow:
@@ -274,22 +296,52 @@ def _settle() -> None:
     nd.waitall()
 
 
+class _Values(Mapping):
+    """{native name: value} of a model's parameters, each value a fresh numpy array (``asnumpy``) made when it is
+    looked up, so that a reader converting one tensor at a time holds one of them at a time."""
+
+    def __init__(self, params: gluon.ParameterDict) -> None:
+        self._params = dict(params.items())
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._params[key].data().asnumpy()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._params
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._params)
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+
 def export_weights(model: Model) -> Weights:
+    """Canonical weights: fresh numpy copies, each parameter read when ``hub.from_native`` converts it, so that
+    an export holds one copy of the weights besides the model's."""
     _settle()
-    native = {key: param.data().asnumpy() for key, param in model.collect_params().items()}
-    return hub.from_native(_as_built(model), native, table(model.spec))
+    return hub.from_native(_as_built(model), _Values(model.collect_params()), table(model.spec))
 
 
 def load_weights(model: Model, weights: Weights, allow_nonfinite: bool = False) -> None:
-    """Validate every tensor against the spec (a variant's layers as built) and the model, then assign them all."""
-    native = hub.to_native(
-        _as_built(model), weights, table(model.spec), dtype=model.dtype, allow_nonfinite=allow_nonfinite
-    )
+    """Validate every tensor against the spec (a variant's layers as built) and the model, then copy them in one
+    at a time: MXNet's engine copies each native array, taken without a copy (``nd.from_numpy``), into its
+    parameter (in oneDNN's layout where a forward pass left it in that) and is waited for, so that the arrays
+    of ``hub.stream_to_native`` never queue up."""
     params = model.collect_params()
-    hub.check_native_shapes({key: param.shape for key, param in params.items()}, native)
+    native = hub.stream_to_native(
+        _as_built(model),
+        weights,
+        table(model.spec),
+        {key: param.shape for key, param in params.items()},
+        dtype=model.dtype,
+        allow_nonfinite=allow_nonfinite,
+    )
     _settle()
-    for key, value in native.items():
-        params[key].set_data(nd.array(value, dtype=model.dtype))
+    for key, value in native:
+        param = params[key]
+        param.set_data(nd.from_numpy(value))
+        param.data().wait_to_read()
 
 
 def structure(model: Model) -> dict[str, tuple[int, int]]:

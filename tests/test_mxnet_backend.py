@@ -1,6 +1,7 @@
 """Unit tests of the MXNet Gluon AnyNet, RegNetX32 and ResNeXt block: native names, float64,
-the compiled forward, training-mode BatchNorm, d2l's layer summary and the activation points,
-checked against ``parity.reference`` (numpy, from the spec and the canonical weights only)."""
+the compiled forward, training-mode BatchNorm, d2l's layer summary, the activation points,
+checked against ``parity.reference`` (numpy, from the spec and the canonical weights only),
+and the model built empty for loading."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import parity
 from parity import reference
 from parity.specs import AlexNet, ResNeXtBlock, block_path
-from parity.weights import count_parameters, randomize_batchnorm, schema
+from parity.weights import WeightsError, count_parameters, randomize_batchnorm, schema
 from support import assert_same_bits, max_relative_diff, randn
 
 pytest.importorskip("impl_mxnet.backend")
@@ -250,3 +251,36 @@ def test_anynet_activations_cover_every_point_and_end_in_the_logits(model):
     hooks = []
     model.apply(lambda block: hooks.extend(block._forward_hooks.values()))
     assert not hooks
+
+
+# --- a model built empty for loading ---
+
+
+@pytest.mark.parametrize("spec, dtype", [(SPEC, "float32"), (BLOCK, "float64")], ids=["anynet", "block-float64"])
+def test_an_empty_model_loaded_equals_a_built_one_loaded(spec, dtype):
+    """``build_empty`` (constant values, no gradient buffers) then ``load_weights``: the same tensors,
+    logits, structure and summary bit for bit as a seeded build loaded with the same weights."""
+    weights = randomize_batchnorm(backend.export_weights(backend.build(spec, seed=3, dtype=dtype)), seed=4)
+    built, empty = backend.build(spec, seed=0, dtype=dtype), backend.build_empty(spec, dtype=dtype)
+    for model in (built, empty):
+        backend.load_weights(model, weights)
+    assert_same_bits(backend.export_weights(empty), weights)
+    x = randn((2, spec.in_channels, 32, 32), dtype)
+    assert backend.forward(empty, x).tobytes() == backend.forward(built, x).tobytes()
+    assert backend.structure(empty) == backend.structure(built)
+    summary = backend.layer_summary(empty, x.shape)
+    assert summary == backend.layer_summary(built, x.shape)
+    assert sum(row.params for row in summary) == count_parameters(spec)[0]
+    assert {param.grad_req for param in empty.collect_params().values()} == {"null"}
+    trainable = {key for key, param in built.collect_params().items() if param.grad_req == "write"}
+    assert len(trainable) == sum(param.trainable for param in schema(spec).values())
+
+
+def test_a_failed_load_leaves_an_empty_model_unchanged():
+    empty = backend.build_empty(SPEC)
+    before = backend.export_weights(empty)
+    weights = backend.export_weights(backend.build(SPEC, seed=1))
+    weights["head.fc.bias"] = weights["head.fc.bias"][:4]
+    with pytest.raises(WeightsError, match=r"'head.fc.bias': expected shape \(10,\), got \(4,\)"):
+        backend.load_weights(empty, weights)
+    assert_same_bits(backend.export_weights(empty), before)
