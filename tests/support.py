@@ -19,3 +19,18 @@ def assert_same_bits(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None
 def max_relative_diff(actual: np.ndarray, expected: np.ndarray) -> float:
     """max |actual - expected| relative to max |expected|, or absolute below 1."""
     return float(np.abs(actual - expected).max() / max(1.0, np.abs(expected).max()))
+
+
+def hide_framework(monkeypatch, module, framework: str, message: str) -> None:
+    """``module.get_backend(framework)`` raises ``BackendUnavailable(message)``, as where that framework
+    is not installed; every other backend is the real one."""
+    from parity.backends import BackendUnavailable
+
+    real = module.get_backend
+
+    def get_backend(name):
+        if name == framework:
+            raise BackendUnavailable(message)
+        return real(name)
+
+    monkeypatch.setattr(module, "get_backend", get_backend)

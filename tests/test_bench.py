@@ -11,19 +11,12 @@ import sys
 import pytest
 
 from parity import bench, cli
-from parity.backends import BackendUnavailable
+from support import hide_framework
 
 
 @pytest.fixture
 def without_mxnet(monkeypatch):
-    real = bench.get_backend
-
-    def get_backend(name):
-        if name == "mxnet":
-            raise BackendUnavailable("the mxnet backend needs its framework: pip install -e '.[mxnet]'")
-        return real(name)
-
-    monkeypatch.setattr(bench, "get_backend", get_backend)
+    hide_framework(monkeypatch, bench, "mxnet", "the mxnet backend needs its framework: pip install -e '.[mxnet]'")
 
 
 def test_forward_bench_reports_every_contender_with_ratios_to_the_reference(capsys, monkeypatch, without_mxnet):

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from parity import cli
-from parity.backends import BackendUnavailable
+from support import hide_framework
 
 
 def run(capsys, *argv):
@@ -35,14 +35,7 @@ def test_usage_errors_exit_2_with_one_line(capsys, argv, message):
 
 
 def test_a_framework_that_is_not_installed_names_its_extra(capsys, monkeypatch):
-    real = cli.get_backend
-
-    def without_mxnet(name):
-        if name == "mxnet":
-            raise BackendUnavailable("no module named mxnet")
-        return real(name)
-
-    monkeypatch.setattr(cli, "get_backend", without_mxnet)
+    hide_framework(monkeypatch, cli, "mxnet", "no module named mxnet")
     code, _, err = run(capsys, "compare", "regnetx32")
     assert code == 2 and "mxnet is not installed: pip install -e '.[mxnet]'" in err
 

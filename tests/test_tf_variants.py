@@ -268,16 +268,22 @@ def test_structure_reads_the_native_layers_not_the_spec():
     assert structure["conv2"] == (12 * 4 * 9 + 12, 3) != expected_structure(model.spec)["conv2"] == (12 * 6 * 9 + 12, 2)
 
 
+def same_padded_convs_and_norms(model) -> tuple[set[str], set[str], list[keras.layers.BatchNormalization]]:
+    """(the spec's convs that the Keras model pads 'same', the spec's padded convs, the model's BatchNorms)."""
+    by_path = {layer.path.split("/", 1)[1]: layer for layer in model._flatten_layers() if "/" in (layer.path or "")}
+    table = backend.table(model.spec)
+    convs = [layer for layer in model.spec.layers() if isinstance(layer, Conv)]
+    same = {conv.path for conv in convs if by_path[table.native_module(conv.path)].padding == "same"}
+    norms = [layer for layer in by_path.values() if isinstance(layer, keras.layers.BatchNormalization)]
+    return same, {conv.path for conv in convs if conv.padding}, norms
+
+
 def test_the_books_tf_tab_pads_same_where_the_book_does_and_keeps_keras_batchnorm_defaults():
     """d2l's TF AnyNet: padding='same' in every padded conv (the stride-2 stem conv and each block's
     grouped 3x3), the 1x1 convs unpadded, and BatchNormalization() at Keras' epsilon 1e-3 in all 33."""
     model = backend.build(REGNETX32, variant="d2l_tf_tab")
-    by_path = {layer.path.split("/", 1)[1]: layer for layer in model._flatten_layers() if "/" in (layer.path or "")}
-    table = backend.table(REGNETX32)
-    convs = [layer for layer in REGNETX32.layers() if isinstance(layer, Conv)]
-    same = {conv.path for conv in convs if by_path[table.native_module(conv.path)].padding == "same"}
-    assert same == {conv.path for conv in convs if conv.padding} and len(same) == 11
-    norms = [layer for layer in by_path.values() if isinstance(layer, keras.layers.BatchNormalization)]
+    same, padded, norms = same_padded_convs_and_norms(model)
+    assert same == padded and len(same) == 11
     assert len(norms) == 33 and {norm.epsilon for norm in norms} == {1e-3}
 
 
@@ -287,13 +293,9 @@ def test_the_books_tf_densenet_pads_same_where_the_book_does_and_keeps_keras_bat
     3 transitions, the head)."""
     spec = parity.get_spec("densenet")
     model = backend.build(spec, variant="d2l_tf_tab")
-    by_path = {layer.path.split("/", 1)[1]: layer for layer in model._flatten_layers() if "/" in (layer.path or "")}
-    table = backend.table(spec)
-    convs = [layer for layer in spec.layers() if isinstance(layer, Conv)]
-    same = {conv.path for conv in convs if by_path[table.native_module(conv.path)].padding == "same"}
-    assert same == {conv.path for conv in convs if conv.padding} and len(same) == 17
+    same, padded, norms = same_padded_convs_and_norms(model)
+    assert same == padded and len(same) == 17
     assert model.net.get_layer("b1").get_layer("pool").padding == "same"
-    norms = [layer for layer in by_path.values() if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == 21 and {norm.epsilon for norm in norms} == {1e-3}
 
 
