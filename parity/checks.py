@@ -121,21 +121,23 @@ def check_numpy_reference(case: Case, framework: str = "torch") -> None:
 
 
 class Models:
-    """Each framework's model of each spec asked for (seed 0, float32), for the tests that only read a
-    model's summary or structure: kept until ``clear`` (the ``models`` fixture clears them after its
-    test file), so that a file's summary, parameter-count and structure tests build each model once
-    (VGG at 224x224 in four frameworks: about 2 GB)."""
+    """Each framework's model of one spec (seed 0, float32), for the tests that only read a model's
+    summary or structure; asking for another spec drops the previous spec's models."""
 
     def __init__(self) -> None:
         self.clear()
 
     def clear(self) -> None:
-        self._models: dict[tuple[str, Spec], Any] = {}
+        self._spec: Spec | None = None
+        self._models: dict[str, Any] = {}
 
     def get(self, framework: str, spec: Spec) -> Any:
-        if (framework, spec) not in self._models:
-            self._models[framework, spec] = get_backend(framework).build(spec, seed=0)
-        return self._models[framework, spec]
+        if self._spec != spec:
+            self.clear()
+            self._spec = spec
+        if framework not in self._models:
+            self._models[framework] = get_backend(framework).build(spec, seed=0)
+        return self._models[framework]
 
     def summary(self, framework: str, spec: Spec, input_shape: tuple[int, ...]) -> list[SummaryRow]:
         """``framework``'s d2l layer summary of ``spec`` for an NCHW ``input_shape``."""

@@ -1,7 +1,6 @@
 """Shared models: each framework builds a spec once per dtype, and every transfer test reuses it
 (loading weights overwrites every tensor). ``rig``/``source`` keep every model for the session;
-``transfers`` keeps one spec's models at a time, for test files with large nets, and ``models`` a
-file's models for summaries and structure until the file ends."""
+``transfers`` and ``models`` keep one spec's models at a time, for test files with large nets."""
 
 from __future__ import annotations
 
@@ -64,7 +63,7 @@ def transfers():
 
 @pytest.fixture(scope="module")
 def models():
-    """A test file's ``parity.checks.Models``: each spec's models built once, freed after the file."""
+    """A test file's ``parity.checks.Models``: one spec's models at a time, freed after the file."""
     cache = Models()
     yield cache
     cache.clear()
