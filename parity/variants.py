@@ -16,8 +16,6 @@ from collections.abc import Mapping
 import numpy as np
 
 from parity import specs
-from parity.specs.classic import d2l_bnlenet_padding_problem, d2l_nin_pool_problem
-from parity.specs.densenet import d2l_densenet_channels_problem
 from parity.weights import Param, schema
 
 
@@ -104,11 +102,11 @@ def variant_problem(spec: specs.Spec, variant: str) -> str | None:
     if variant == "d2l_stage_bug":
         return specs.d2l_stage_bug_problem(spec)
     if variant == "d2l_densenet_channels":
-        return d2l_densenet_channels_problem(spec)
+        return specs.d2l_densenet_channels_problem(spec)
     if variant == "d2l_bnlenet_padding":
-        return d2l_bnlenet_padding_problem(spec)
+        return specs.d2l_bnlenet_padding_problem(spec)
     if variant == "d2l_nin_pool":
-        return d2l_nin_pool_problem(spec)
+        return specs.d2l_nin_pool_problem(spec)
     if variant == "dropped_padding":
         if not any(isinstance(layer, specs.Conv) and layer.padding for layer in layers):
             return "it has no padded conv"

@@ -20,8 +20,8 @@ from parity.specs.anynet import (
     regnetx32,
     same_padding_in_blocks_problem,
 )
-from parity.specs.classic import VGG, AlexNet, BNLeNet, LeNet, NiN
-from parity.specs.densenet import DenseNet
+from parity.specs.classic import VGG, AlexNet, BNLeNet, LeNet, NiN, d2l_bnlenet_padding_problem, d2l_nin_pool_problem
+from parity.specs.densenet import DenseNet, d2l_densenet_channels_problem
 from parity.specs.graph import (
     INPUT,
     OUTPUT,
@@ -84,6 +84,9 @@ __all__ = [
     "d2l_stage_bug_block",
     "d2l_stage_bug_blocks",
     "d2l_stage_bug_layers",
+    "d2l_bnlenet_padding_problem",
+    "d2l_densenet_channels_problem",
+    "d2l_nin_pool_problem",
     "d2l_stage_bug_problem",
     "same_padding_in_blocks_problem",
     "get_spec",
