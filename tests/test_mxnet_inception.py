@@ -5,7 +5,6 @@ points, checked in float64 at every point against ``parity.reference``'s numpy l
 from __future__ import annotations
 
 import functools
-import time
 
 import numpy as np
 import pytest
@@ -232,19 +231,14 @@ def test_googlenet_activations_cover_every_point_and_end_in_the_logits():
     assert not hooks
 
 
-def test_googlenet_float64_computes_in_float64_and_is_fast():
+def test_googlenet_float64_computes_in_float64():
     model32 = backend.build(GOOGLENET)
     model64 = backend.build(GOOGLENET, dtype="float64")
     backend.load_weights(model64, cast(backend.export_weights(model32), "float64"))
     x = randn((2, 1, 96, 96), "float64")
-    backend.forward(model64, x)  # warm-up
-    start = time.perf_counter()
     y64 = backend.forward(model64, x)
-    elapsed = time.perf_counter() - start
     assert y64.dtype == np.float64
     y32 = backend.forward(model32, x.astype(np.float32))
     # Relative to the logits' own scale (~1e-2 here): float32 rounding through ~60 convs measured ~1e-6;
     # 1e-4 leaves two orders of margin and is far below a structural bug, which moves logits by O(1).
     assert np.abs(y32 - y64).max() / np.abs(y64).max() < 1e-4
-    # Measured ~0.05 s on 2 shared cores; 1 s leaves room for a busy machine.
-    assert elapsed < 1.0
