@@ -5,6 +5,7 @@ imports one on demand.
 """
 
 from parity.backends import FRAMEWORKS, BackendUnavailable, InputError, available_backends, get_backend
+from parity.port_check import port_check
 from parity.specs import AnyNet, ResNeXtBlock, Stage, get_spec
 from parity.weights import WeightsError, count_parameters, load_weights, save_weights, schema
 
@@ -21,6 +22,7 @@ __all__ = [
     "get_backend",
     "get_spec",
     "load_weights",
+    "port_check",
     "save_weights",
     "schema",
 ]

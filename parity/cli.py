@@ -1,6 +1,6 @@
 """The ``parity`` command: ``parity summary MODEL``, ``parity compare MODEL``, ``parity convert``,
-``parity explain MODEL --from A --to B``, ``parity report MODEL --out report.html`` and ``parity bench``: argument
-handling and printing (``parity convert``'s pipeline is ``parity.convert``).
+``parity explain MODEL --from A --to B``, ``parity report MODEL --out report.html``, ``parity port-check`` and
+``parity bench``: argument handling and printing (``parity convert``'s pipeline is ``parity.convert``).
 
 Exit codes: 0 all transfers within tolerance (explain: no divergence), 1 some transfer out of
 tolerance (explain: the backends diverge; bench never fails on what it measures),
@@ -221,6 +221,16 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0 if report.passed else EXIT_FAIL
 
 
+def cmd_port_check(args: argparse.Namespace, console: Console) -> int:
+    from parity.port_check import PortCheckError
+    from parity.port_check.cli import run
+
+    try:
+        return run(args, console, parse_shape)
+    except PortCheckError as error:
+        raise UsageError(str(error)) from None
+
+
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     if args.rounds < 1:
         raise UsageError(f"--rounds: expected a positive integer, got {args.rounds}")
@@ -318,6 +328,25 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--frameworks", help=f"comma-separated subset of {','.join(FRAMEWORKS)} (default: all)")
     rep.add_argument("--dtype", choices=DTYPES, default="float32")
     rep.set_defaults(run=cmd_report)
+
+    port = sub.add_parser(
+        "port-check",
+        help="check your own port: A's weights into B, every layer compared, the first divergence and its cause",
+        description="Each factory, importable from the current directory or PYTHONPATH, returns a built model: a torch "
+        "nn.Module, a Flax (module, variables) pair, a Keras model or a Gluon block. A is the reference; random NCHW "
+        "input (NHWC where B wants it) with A's input channels.",
+    )
+    port.add_argument("--a", required=True, help="module:factory of the reference model")
+    port.add_argument("--b", required=True, help="module:factory of the port")
+    port.add_argument("--input-size", required=True, help="H,W of the random input")
+    port.add_argument("--html", help="also write a self-contained HTML report to this file")
+    port.add_argument(
+        "--map", action="append", help="A_REGEX=B_NAME: pair layers by name instead of automatically (repeatable)"
+    )
+    port.add_argument("--dtype", choices=DTYPES, default="float32")
+    port.add_argument("--batch", type=int, default=2)
+    port.add_argument("--seed", type=int, default=0)
+    port.set_defaults(run=cmd_port_check)
 
     ben = sub.add_parser(
         "bench",

@@ -15,7 +15,7 @@ whose own computation differs are grouped into causes by the pitfall that reprod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +26,7 @@ from parity.divergence.audit import LayerDifference, audit, diagnose_structure
 from parity.divergence.graph import each_point_inputs, point_inputs, point_nodes
 from parity.divergence.pitfalls import Hint, Pitfall, diagnose_layer, reproduces
 from parity.harness import TOLERANCE, TransferRig, logit_diff
-from parity.specs import Spec
+from parity.specs import Node, Spec
 from parity.weights import WeightsError
 
 
@@ -81,9 +81,22 @@ def local_causes(
     nodes = point_nodes(spec)
     points = spec.activation_points()
     weights64 = {name: np.asarray(value, np.float64) for name, value in weights.items()}
+    layers = (
+        (point, nodes[point], inputs, acts_b[point])
+        for point, inputs in each_point_inputs(spec, points[points.index(start) :], acts_b, x, weights64)
+    )
+    return group_causes(layers, weights64, dtype)
+
+
+def group_causes(
+    layers: Iterable[tuple[str, Node, Sequence[np.ndarray], np.ndarray]], weights: Mapping[str, np.ndarray], dtype: str
+) -> list[Cause]:
+    """Of ``(point, node, B's own inputs of the node, B's output)``, the layers whose output is not the
+    node's on those inputs, grouped by the pitfall that reproduces it (``local_causes``, and any caller
+    whose activations do not come from a spec)."""
+    weights64 = {name: np.asarray(value, np.float64) for name, value in weights.items()}
     found: dict[str | None, list[tuple[str, Hint]]] = {}
-    for point, inputs in each_point_inputs(spec, points[points.index(start) :], acts_b, x, weights64):
-        node, observed = nodes[point], acts_b[point]
+    for point, node, inputs, observed in layers:
         if reproduces(reference.apply(node, inputs, weights64), observed, dtype):
             continue
         hint = diagnose_layer(node, inputs, observed, weights64, dtype)
