@@ -158,6 +158,19 @@ class GlobalAvgPool2D(nn.Module):
         return x if self.keepdims else x.reshape((x.shape[0], -1))
 
 
+class AdaptiveAvgPool2D(nn.Module):
+    """PyTorch's ``AdaptiveAvgPool2d``: output cell i averages rows floor(i*H/o) to ceil((i+1)*H/o) (the
+    bins overlap where o does not divide H), and the columns likewise; the mean of a bin's row means is
+    the bin's mean, each row holding the same columns."""
+
+    output_size: tuple[int, int]
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        (h, w), (oh, ow) = x.shape[1:3], self.output_size
+        x = jnp.stack([x[:, i * h // oh : -(-(i + 1) * h // oh)].mean(axis=1) for i in range(oh)], axis=1)
+        return jnp.stack([x[:, :, j * w // ow : -(-(j + 1) * w // ow)].mean(axis=2) for j in range(ow)], axis=2)
+
+
 class Flatten(nn.Module):
     """(N, H, W, C) -> (N, H * W * C): NHWC flattens in H-W-C order (the hub permutes the next dense weight)."""
 

@@ -41,10 +41,10 @@ from flax import linen as nn
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from impl_jax.anynet import AnyNet, ResNeXtBlock
-from impl_jax.classic import VGG, AlexNet, BNLeNet, LeNet, NiN
+from impl_jax.classic import VGG, AlexNet, BNLeNet, LeNet, NiN, TorchvisionAlexNet, TorchvisionVGG
 from impl_jax.densenet import DenseNet
 from impl_jax.inception import GoogLeNet, Inception, InceptionA, InceptionNet
-from impl_jax.resnet import Residual, ResidualBlock, ResidualNet, ResNet
+from impl_jax.resnet import Residual, ResidualBlock, ResidualNet, ResNet, TorchvisionResNet
 from parity import specs
 from parity.backends import Registry, SummaryRow, cache_dir, check_dtype, check_input
 from parity.hub import NameTable, check_native_shapes, from_native, leaves, to_native
@@ -133,6 +133,24 @@ REGISTRY.register(specs.ResNet, ResNet, RESNET_TABLE)
 REGISTRY.register(specs.ResidualBlock, ResidualBlock.from_spec, RESIDUAL_NET_TABLE)
 REGISTRY.register(specs.ResidualNet, ResidualNet.from_spec, RESIDUAL_NET_TABLE)
 REGISTRY.register(specs.DenseNet, DenseNet, DENSENET_TABLE)
+# torchvision's ResNet: conv1, stage layer{s}'s blocks layer{s}/block{j}/conv1, downsample_conv and _bn, fc.
+TORCHVISION_RESNET_TABLE = flax_table(
+    (r"^(layer\d)\.(\d+)", r"\1.block\2"),
+    (r"\.downsample\.0$", ".downsample_conv"),
+    (r"\.downsample\.1$", ".downsample_bn"),
+)
+REGISTRY.register(specs.TorchvisionResNet, TorchvisionResNet, TORCHVISION_RESNET_TABLE)
+# torchvision's AlexNet and VGG: as d2l's, one net Sequential (net/conv1, net/block{i}/bn{k}, net/avgpool, net/fc6).
+REGISTRY.register(specs.TorchvisionAlexNet, TorchvisionAlexNet, CLASSIC_TABLE)
+REGISTRY.register(specs.TorchvisionVGG, TorchvisionVGG, CLASSIC_TABLE)
+
+
+def fully_convolutional(spec: specs.FullyConvolutional, **options: Any) -> nn.Module:
+    """The base net's module with its head as convolutions of the same names: the base's table."""
+    return REGISTRY[spec.base].builder(spec.base, convolutional=True, **options)
+
+
+REGISTRY.register(specs.FullyConvolutional, fully_convolutional, lambda spec: REGISTRY[spec.base].table_for(spec.base))
 
 VARIANTS = {
     "same_padding": "Flax's padding='SAME' in every padded conv and pool instead of explicit symmetric padding; "

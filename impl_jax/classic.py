@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from impl_jax.anynet import (
+    AdaptiveAvgPool2D,
     AvgPool2D,
     Flatten,
     GlobalAvgPool2D,
@@ -121,19 +122,29 @@ class BNLeNet(nn.Module):
         return self.net(X)
 
 
-def dense_head(num_classes: int, rate: float, *, training: bool, dtype: Dtype) -> list[Any]:
-    """AlexNet's and VGG's classifier after the flatten: fc6 and fc7 (4096, ReLU, dropout), then fc8."""
-    fc = functools.partial(dense, dtype=dtype)
-    dropout = functools.partial(nn.Dropout, rate, deterministic=not training, parent=None)
-    return [
-        fc(4096, name="fc6"),
-        nn.relu,
-        dropout(name="drop6"),
-        fc(4096, name="fc7"),
-        nn.relu,
-        dropout(name="drop7"),
-        fc(num_classes, name="fc8"),
-    ]
+def head_layer(spec: specs.Spec, path: str, *, convolutional: bool, dtype: Dtype) -> nn.Module:
+    """The head's dense layer ``path`` of ``spec`` (named ``path``), or with ``convolutional`` the conv that
+    computes it at every position (``parity.specs.FullyConvolutional``: h x w over the feature map, else 1x1)."""
+    layer = next(layer for layer in spec.layers() if layer.path == path)
+    if not convolutional:
+        return dense(layer.out_features, dtype=dtype, name=path)
+    conv = specs.dense_as_conv(layer)
+    return nn.Conv(
+        conv.out_channels, conv.kernel_hw, padding="VALID", dtype=dtype, param_dtype=dtype, parent=None, name=path
+    )
+
+
+def flatten(convolutional: bool) -> Any:
+    """The flatten before the head (named ``flatten``); a fully convolutional head keeps the map."""
+    return (lambda x: x) if convolutional else Flatten(parent=None, name="flatten")
+
+
+def dense_head(spec: specs.Spec, *, training: bool, dtype: Dtype, convolutional: bool = False) -> list[Any]:
+    """AlexNet's and VGG's classifier after the flatten: fc6 and fc7 (4096, ReLU, dropout), then fc8
+    (with ``convolutional``, as convolutions)."""
+    fc = functools.partial(head_layer, spec, convolutional=convolutional, dtype=dtype)
+    dropout = functools.partial(nn.Dropout, spec.dropout, deterministic=not training, parent=None)
+    return [fc("fc6"), nn.relu, dropout(name="drop6"), fc("fc7"), nn.relu, dropout(name="drop7"), fc("fc8")]
 
 
 class AlexNet(nn.Module):
@@ -148,6 +159,7 @@ class AlexNet(nn.Module):
     pitfalls: frozenset[str] = frozenset()
     training: bool = False
     dtype: Dtype = jnp.float32
+    convolutional: bool = False
 
     def setup(self) -> None:
         pad = functools.partial(padding, same="same_padding" in self.pitfalls)
@@ -161,8 +173,8 @@ class AlexNet(nn.Module):
         # Output shapes for a (1, 224, 224, 1) input, as d2l prints them: conv1 N x 54 x 54 x 96,
         # pool1 N x 26 x 26 x 96, conv2 N x 26 x 26 x 256, pool2 N x 12 x 12 x 256, conv3 to conv5
         # N x 12 x 12 x (384, 384, 256), pool5 N x 5 x 5 x 256, flatten N x 6400, fc6 and fc7 N x 4096.
-        head = dense_head(self.spec.num_classes, self.spec.dropout, training=self.training, dtype=self.dtype)
-        self.net = Sequential([*layers, Flatten(parent=None, name="flatten"), *head])
+        head = dense_head(self.spec, training=self.training, dtype=self.dtype, convolutional=self.convolutional)
+        self.net = Sequential([*layers, flatten(self.convolutional), *head])
 
     def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
         return self.net(X)
@@ -188,12 +200,13 @@ class VGG(nn.Module):
     spec: specs.VGG = dataclasses.field(default_factory=specs.VGG)
     training: bool = False
     dtype: Dtype = jnp.float32
+    convolutional: bool = False
 
     def setup(self) -> None:
         conv_blks = [vgg_block(*b, dtype=self.dtype, name=f"block{i}") for i, b in enumerate(self.spec.arch)]
-        head = dense_head(self.spec.num_classes, self.spec.dropout, training=self.training, dtype=self.dtype)
+        head = dense_head(self.spec, training=self.training, dtype=self.dtype, convolutional=self.convolutional)
         # For a (1, 224, 224, 1) input, the book's arch gives N x 7 x 7 x 512 after the last block.
-        self.net = Sequential([*conv_blks, Flatten(parent=None, name="flatten"), *head])
+        self.net = Sequential([*conv_blks, flatten(self.convolutional), *head])
 
     def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
         return self.net(X)
@@ -255,6 +268,70 @@ class NiN(nn.Module):
                 Flatten(parent=None, name="flatten"),  # N x num_classes
             ]
         )
+
+    def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
+        return self.net(X)
+
+
+class TorchvisionAlexNet(nn.Module):
+    """torchvision's AlexNet: ``net`` holds conv1 ... conv5 (ReLUs, max-pools ``pool1``, ``pool2``, ``pool5``),
+    the 6x6 adaptive pool ``avgpool`` and the classifier, dropout before fc6 and fc7. ``convolutional``:
+    the classifier as convolutions, without the adaptive pool (``parity.specs.FullyConvolutional``)."""
+
+    spec: specs.TorchvisionAlexNet = dataclasses.field(default_factory=specs.TorchvisionAlexNet)
+    training: bool = False
+    dtype: Dtype = jnp.float32
+    convolutional: bool = False
+
+    def setup(self) -> None:
+        conv = functools.partial(conv2d, use_bias=True, dtype=self.dtype)
+        layers = []
+        for k, (out, kernel, strides, amount, pooled) in enumerate(self.spec.CONVS, start=1):
+            layers += [conv(out, kernel, strides=strides, padding=amount, name=f"conv{k}"), nn.relu]
+            if pooled:
+                layers.append(MaxPool2D(window=3, strides=2, parent=None, name=f"pool{k}"))
+        if not self.convolutional:  # N x 6 x 6 x 256 at any size
+            layers.append(AdaptiveAvgPool2D(self.spec.POOL, parent=None, name="avgpool"))
+        fc = functools.partial(head_layer, self.spec, convolutional=self.convolutional, dtype=self.dtype)
+        dropout = functools.partial(nn.Dropout, self.spec.dropout, deterministic=not self.training, parent=None)
+        head = [dropout(name="drop6"), fc("fc6"), nn.relu, dropout(name="drop7"), fc("fc7"), nn.relu, fc("fc8")]
+        self.net = Sequential([*layers, flatten(self.convolutional), *head])
+
+    def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
+        return self.net(X)
+
+
+class TorchvisionVGG(nn.Module):
+    """torchvision's VGG: ``net`` holds blocks ``block{i}`` of 3x3 convs ``conv{k}`` (each with BatchNorm
+    ``bn{k}`` if ``spec.batch_norm``, then ReLU) and a max-pool ``pool``, the 7x7 adaptive pool ``avgpool``
+    and the dense head. ``convolutional``: the head as convolutions, without the adaptive pool."""
+
+    spec: specs.TorchvisionVGG = dataclasses.field(default_factory=specs.TorchvisionVGG)
+    training: bool = False
+    dtype: Dtype = jnp.float32
+    convolutional: bool = False
+
+    def setup(self) -> None:
+        conv = functools.partial(conv2d, padding=1, use_bias=True, dtype=self.dtype)
+        norm = functools.partial(
+            batch_norm,
+            training=self.training,
+            momentum=specs.torchvision_nets.BN_MOMENTUM,
+            epsilon=specs.torchvision_nets.BN_EPS,
+            dtype=self.dtype,
+        )
+        blocks = []
+        for i, (num_convs, out) in enumerate(self.spec.arch):
+            layers = []
+            for k in range(1, num_convs + 1):
+                layers += [conv(out, 3, name=f"conv{k}"), *([norm(name=f"bn{k}")] if self.spec.batch_norm else [])]
+                layers.append(nn.relu)
+            layers.append(MaxPool2D(window=2, strides=2, parent=None, name="pool"))
+            blocks.append(Sequential(layers, parent=None, name=f"block{i}"))
+        if not self.convolutional:  # N x 7 x 7 x 512 at any size
+            blocks.append(AdaptiveAvgPool2D(self.spec.POOL, parent=None, name="avgpool"))
+        head = dense_head(self.spec, training=self.training, dtype=self.dtype, convolutional=self.convolutional)
+        self.net = Sequential([*blocks, flatten(self.convolutional), *head])
 
     def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
         return self.net(X)

@@ -198,3 +198,96 @@ class ResidualNet(nn.Module):
         for layer in self.layers():
             X = layer(X)
         return X
+
+
+class TorchvisionBlock(nn.Module, kw_only=True):
+    """torchvision's BasicBlock (3x3 (strides) -> 3x3) or, with ``bottleneck``, Bottleneck (1x1 -> 3x3
+    (strides) -> 1x1 to 4x ``width``), each conv without bias and with BatchNorm, plus the input (through
+    ``downsample_conv`` and ``downsample_bn`` with ``downsample``), then ReLU."""
+
+    width: int
+    strides: int = 1
+    bottleneck: bool = False
+    downsample: bool = False
+    training: bool = False
+    dtype: Dtype = jnp.float32
+
+    def setup(self) -> None:
+        conv = functools.partial(conv2d, use_bias=False, dtype=self.dtype)
+        norm = functools.partial(
+            batch_norm,
+            training=self.training,
+            momentum=specs.torchvision_nets.BN_MOMENTUM,
+            epsilon=specs.torchvision_nets.BN_EPS,
+            dtype=self.dtype,
+        )
+        out = self.width * (4 if self.bottleneck else 1)
+        if self.bottleneck:
+            self.conv1 = conv(self.width, 1)
+            self.conv2 = conv(self.width, 3, strides=self.strides, padding=1)
+            self.conv3 = conv(out, 1)
+            self.bn3 = norm()
+        else:
+            self.conv1 = conv(self.width, 3, strides=self.strides, padding=1)
+            self.conv2 = conv(self.width, 3, padding=1)
+        self.bn1, self.bn2 = norm(), norm()
+        if self.downsample:
+            self.downsample_conv = conv(out, 1, strides=self.strides)
+            self.downsample_bn = norm()
+
+    def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
+        identity = self.downsample_bn(self.downsample_conv(X)) if self.downsample else X
+        Y = nn.relu(self.bn1(self.conv1(X)))
+        Y = self.bn2(self.conv2(Y))
+        if self.bottleneck:
+            Y = self.bn3(self.conv3(nn.relu(Y)))
+        return nn.relu(Y + identity)
+
+
+class TorchvisionResNet(nn.Module):
+    """torchvision's ResNet in Flax: conv1, bn1, maxpool, stages ``layer1`` ... ``layer4`` of blocks
+    ``block{j}`` (``spec.blocks()``: widths and strides), avgpool, fc; the names are torchvision's."""
+
+    spec: specs.TorchvisionResNet = dataclasses.field(default_factory=specs.TorchvisionResNet)
+    training: bool = False
+    dtype: Dtype = jnp.float32
+
+    def setup(self) -> None:
+        spec = self.spec
+        self.conv1 = conv2d(64, 7, strides=2, padding=3, use_bias=False, dtype=self.dtype)  # N x 112 x 112 x 64
+        self.bn1 = batch_norm(
+            training=self.training,
+            momentum=specs.torchvision_nets.BN_MOMENTUM,
+            epsilon=specs.torchvision_nets.BN_EPS,
+            dtype=self.dtype,
+        )
+        self.maxpool = MaxPool2D(window=3, strides=2, padding=1, parent=None)  # N x 56 x 56 x 64
+        stages: dict[str, list[TorchvisionBlock]] = {}
+        for path, in_channels, width, strides in spec.blocks():
+            stage, j = path.split(".")
+            block = TorchvisionBlock(
+                width=width,
+                strides=strides,
+                bottleneck=spec.bottleneck,
+                downsample=strides != 1 or in_channels != width * spec.expansion,
+                training=self.training,
+                dtype=self.dtype,
+                parent=None,
+                name=f"block{j}",
+            )
+            stages.setdefault(stage, []).append(block)
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            Sequential(blocks, parent=None) for blocks in stages.values()
+        )  # ... N x 7 x 7 x 512 * expansion
+        self.avgpool = GlobalAvgPool2D(parent=None)
+        self.fc = dense(spec.num_classes, dtype=self.dtype)
+
+    def layers(self) -> list[nn.Module]:
+        """The top-level layers in execution order: ``__call__`` runs them, and so does the layer summary."""
+        stem = [self.conv1, self.bn1, nn.relu, self.maxpool]
+        return [*stem, self.layer1, self.layer2, self.layer3, self.layer4, self.avgpool, self.fc]
+
+    def __call__(self, X: jnp.ndarray) -> jnp.ndarray:
+        for layer in self.layers():
+            X = layer(X)
+        return X

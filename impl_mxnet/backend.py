@@ -32,10 +32,10 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from impl_mxnet.anynet import AnyNet, ResNeXtBlock
-from impl_mxnet.classic import VGG, AlexNet, BNLeNet, LeNet, NiN
+from impl_mxnet.classic import VGG, AlexNet, BNLeNet, LeNet, NiN, TorchvisionAlexNet, TorchvisionVGG
 from impl_mxnet.densenet import DenseNet
 from impl_mxnet.inception import GoogLeNet, Inception, InceptionA, InceptionNet
-from impl_mxnet.resnet import Residual, ResidualBlock, ResidualNet, ResNet
+from impl_mxnet.resnet import Residual, ResidualBlock, ResidualNet, ResNet, TorchvisionResNet
 from parity import hub, specs
 from parity.backends import Registry, SummaryRow, check_dtype, check_input
 from parity.variants import check_variant
@@ -104,6 +104,31 @@ REGISTRY.register(specs.ResNet, ResNet, RESNET_TABLE)
 REGISTRY.register(specs.ResidualBlock, ResidualBlock.from_spec, RESNET_TABLE)
 REGISTRY.register(specs.ResidualNet, ResidualNet, RESNET_TABLE)
 REGISTRY.register(specs.DenseNet, DenseNet, DENSENET_TABLE)
+# torchvision's ResNet: conv1_weight, stage layer{s}'s blocks layer{s}_block{j}_conv1, _downsample_conv, fc_weight.
+TORCHVISION_RESNET_TABLE = hub.NameTable(
+    modules=(
+        (r"^(layer\d)\.(\d+)", r"\1.block\2"),
+        (r"\.downsample\.0$", ".downsample_conv"),
+        (r"\.downsample\.1$", ".downsample_bn"),
+        (r"\.", "_"),
+    ),
+    leaves=LEAVES,
+    separator="_",
+)
+REGISTRY.register(specs.TorchvisionResNet, TorchvisionResNet, TORCHVISION_RESNET_TABLE)
+# torchvision's AlexNet and VGG: as d2l's (conv1, block{i}_bn{k}, avgpool, fc6).
+REGISTRY.register(specs.TorchvisionAlexNet, TorchvisionAlexNet, CLASSIC_TABLE)
+REGISTRY.register(specs.TorchvisionVGG, TorchvisionVGG, CLASSIC_TABLE)
+
+
+def fully_convolutional(spec: specs.FullyConvolutional, **options) -> gluon.Block:
+    """The base net's model with its head as convolutions of the same names: the base's table."""
+    model = REGISTRY[spec.base].builder(spec.base, convolutional=True, **options)
+    model.spec = spec
+    return model
+
+
+REGISTRY.register(specs.FullyConvolutional, fully_convolutional, lambda spec: REGISTRY[spec.base].table_for(spec.base))
 
 Model = (
     AnyNet

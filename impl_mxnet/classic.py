@@ -27,11 +27,6 @@ from parity import specs
 from parity.variants import droppable_padding
 
 
-def _in_units(spec: specs.Architecture, path: str) -> int:
-    """The input size of the spec's dense layer ``path`` (AlexNet's and VGG's fc6 follow the input size)."""
-    return next(layer.in_features for layer in spec.layers() if layer.path == path)
-
-
 class LeNet(nn.Block):
     """d2l's LeNet-5: ``net`` is a Sequential of two sigmoid convs, each followed by a 2x2 average
     pool, and three dense layers (sigmoids on the first two)."""
@@ -91,14 +86,27 @@ class BNLeNet(nn.Block):
         return self.net(X)
 
 
-def dense_head(in_units: int, num_classes: int, dropout: float) -> list[nn.Block]:
-    """AlexNet's and VGG's classifier: fc6 and fc7 (4096 units, ReLU, dropout), then fc8."""
+def head_layer(spec: specs.Spec, path: str, convolutional: bool = False, activation: str | None = "relu") -> nn.Block:
+    """The head's dense layer ``path`` of ``spec`` (its ReLU fused, as the book's), or with ``convolutional`` the
+    conv that computes it at every position (``parity.specs.FullyConvolutional``: h x w over the map, else 1x1)."""
+    layer = next(layer for layer in spec.layers() if layer.path == path)
+    if not convolutional:
+        return nn.Dense(layer.out_features, activation=activation, in_units=layer.in_features, prefix=f"{path}_")
+    conv = specs.dense_as_conv(layer)
+    return nn.Conv2D(
+        conv.out_channels, conv.kernel_hw, activation=activation, in_channels=conv.in_channels, prefix=f"{path}_"
+    )
+
+
+def dense_head(spec: specs.Spec, convolutional: bool = False) -> list[nn.Block]:
+    """AlexNet's and VGG's classifier: fc6 and fc7 (4096 units, ReLU, dropout), then fc8 (with
+    ``convolutional``, as convolutions; Gluon's Dense flattens its input itself)."""
     return [
-        nn.Dense(4096, activation="relu", in_units=in_units, prefix="fc6_"),
-        nn.Dropout(dropout, prefix="drop6_"),
-        nn.Dense(4096, activation="relu", in_units=4096, prefix="fc7_"),
-        nn.Dropout(dropout, prefix="drop7_"),
-        nn.Dense(num_classes, in_units=4096, prefix="fc8_"),
+        head_layer(spec, "fc6", convolutional),
+        nn.Dropout(spec.dropout, prefix="drop6_"),
+        head_layer(spec, "fc7", convolutional),
+        nn.Dropout(spec.dropout, prefix="drop7_"),
+        head_layer(spec, "fc8", convolutional, activation=None),
     ]
 
 
@@ -110,7 +118,13 @@ class AlexNet(nn.Block):
     still outputs 54x54; ``parity.variants.droppable_padding``).
     """
 
-    def __init__(self, spec: specs.AlexNet = specs.AlexNet(), pitfalls: frozenset[str] = frozenset(), **kwargs):
+    def __init__(
+        self,
+        spec: specs.AlexNet = specs.AlexNet(),
+        pitfalls: frozenset[str] = frozenset(),
+        convolutional: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.spec = spec
         unpadded = droppable_padding(spec) if "dropped_padding" in pitfalls else frozenset()
@@ -128,7 +142,7 @@ class AlexNet(nn.Block):
                     if pool:
                         self.net.add(nn.MaxPool2D(pool_size=3, strides=2, prefix=f"pool{k}_"))
                     channels = out
-                self.net.add(*dense_head(_in_units(spec, "fc6"), spec.num_classes, spec.dropout))
+                self.net.add(*dense_head(spec, convolutional))
 
     def forward(self, X):
         return self.net(X)
@@ -152,7 +166,7 @@ class VGG(nn.Block):
     """d2l's VGG: ``net`` is a Sequential of one ``vgg_block`` per (num_convs, num_channels) of
     ``spec.arch``, then the dense head. Dropout drops only in training mode."""
 
-    def __init__(self, spec: specs.VGG = specs.VGG(), **kwargs):
+    def __init__(self, spec: specs.VGG = specs.VGG(), convolutional: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.spec = spec
         with self.name_scope():
@@ -162,7 +176,7 @@ class VGG(nn.Block):
                 for i, (num_convs, num_channels) in enumerate(spec.arch):
                     self.net.add(vgg_block(num_convs, num_channels, in_channels=in_channels, prefix=f"block{i}_"))
                     in_channels = num_channels
-                self.net.add(*dense_head(_in_units(spec, "fc6"), spec.num_classes, spec.dropout))
+                self.net.add(*dense_head(spec, convolutional))
 
     def forward(self, X):
         return self.net(X)
@@ -212,6 +226,88 @@ class NiN(nn.Block):
                     # (N, num_classes, 1, 1) -> (N, num_classes)
                     nn.Flatten(prefix="head_flatten_"),
                 )
+
+    def forward(self, X):
+        return self.net(X)
+
+
+def torchvision_bn(channels: int, *, prefix: str) -> nn.BatchNorm:
+    nets = specs.torchvision_nets
+    return batch_norm(channels, eps=nets.BN_EPS, momentum=nets.BN_MOMENTUM, prefix=prefix)
+
+
+class AdaptiveAvgPool2D(nn.HybridBlock):
+    """PyTorch's ``AdaptiveAvgPool2d``, through MXNet's own ``contrib.AdaptiveAvgPooling2D``, which bins as
+    PyTorch does: output cell i averages rows floor(i*H/o) to ceil((i+1)*H/o), and the columns likewise."""
+
+    def __init__(self, output_size: tuple[int, int], **kwargs):
+        super().__init__(**kwargs)
+        self.output_size = tuple(output_size)
+
+    def hybrid_forward(self, F, X):
+        return F.contrib.AdaptiveAvgPooling2D(X, output_size=self.output_size)
+
+
+class TorchvisionAlexNet(nn.Block):
+    """torchvision's AlexNet: ``net`` is a Sequential of five ReLU convs (max-pools ``pool1``, ``pool2``,
+    ``pool5``), the 6x6 adaptive pool ``avgpool`` and the classifier, dropout before fc6 and fc7.
+    ``convolutional``: the classifier as convolutions, without the adaptive pool."""
+
+    def __init__(
+        self, spec: specs.TorchvisionAlexNet = specs.TorchvisionAlexNet(), convolutional: bool = False, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.spec = spec
+        with self.name_scope():
+            self.net = nn.Sequential(prefix="")
+            with self.net.name_scope():
+                channels = spec.in_channels
+                for k, (out, kernel, strides, padding, pool) in enumerate(spec.CONVS, start=1):
+                    conv = nn.Conv2D(out, kernel, strides, padding, in_channels=channels, prefix=f"conv{k}_")
+                    self.net.add(conv, nn.Activation("relu", prefix=f"relu{k}_"))
+                    if pool:
+                        self.net.add(nn.MaxPool2D(pool_size=3, strides=2, prefix=f"pool{k}_"))
+                    channels = out
+                if not convolutional:  # N x 256 x 6 x 6 at any size
+                    self.net.add(AdaptiveAvgPool2D(spec.POOL, prefix="avgpool_"))
+                self.net.add(
+                    nn.Dropout(spec.dropout, prefix="drop6_"),
+                    head_layer(spec, "fc6", convolutional),
+                    nn.Dropout(spec.dropout, prefix="drop7_"),
+                    head_layer(spec, "fc7", convolutional),
+                    head_layer(spec, "fc8", convolutional, activation=None),
+                )
+
+    def forward(self, X):
+        return self.net(X)
+
+
+class TorchvisionVGG(nn.Block):
+    """torchvision's VGG: ``net`` is a Sequential of blocks ``block{i}`` (3x3 convs ``conv{k}``, each with
+    BatchNorm ``bn{k}`` if ``spec.batch_norm``, ReLUs and a max-pool), the 7x7 adaptive pool ``avgpool``
+    and the dense head. ``convolutional``: the head as convolutions, without the adaptive pool."""
+
+    def __init__(self, spec: specs.TorchvisionVGG = specs.TorchvisionVGG(), convolutional: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.spec = spec
+        with self.name_scope():
+            self.net = nn.Sequential(prefix="")
+            with self.net.name_scope():
+                channels = spec.in_channels
+                for i, (num_convs, out) in enumerate(spec.arch):
+                    blk = nn.Sequential(prefix=f"block{i}_")
+                    with blk.name_scope():
+                        for k in range(1, num_convs + 1):
+                            blk.add(nn.Conv2D(out, 3, padding=1, in_channels=channels, prefix=f"conv{k}_"))
+                            if spec.batch_norm:
+                                blk.add(torchvision_bn(out, prefix=f"bn{k}_"))
+                            blk.add(nn.Activation("relu", prefix=f"relu{k}_"))
+                            channels = out
+                        blk.add(nn.MaxPool2D(pool_size=2, strides=2, prefix="pool_"))
+                    self.net.add(blk)
+                if not convolutional:  # N x 512 x 7 x 7 at any size
+                    self.net.add(AdaptiveAvgPool2D(spec.POOL, prefix="avgpool_"))
+                self.net.add(*dense_head(spec, convolutional))
 
     def forward(self, X):
         return self.net(X)

@@ -12,6 +12,8 @@ reason ``impl_mxnet.anynet`` gives.
 
 from __future__ import annotations
 
+import itertools
+
 from mxnet.gluon import nn
 
 from impl_mxnet.anynet import batch_norm
@@ -170,6 +172,80 @@ class ResidualNet(nn.Block):
                     conv_pool_relu(16, 32, conv="conv2", output="pool2"),
                     ResidualBlock(32, prefix="rblock2_"),
                     nn.Dense(spec.num_classes, in_units=32 * 4 * 4, prefix="fc_"),
+                )
+
+    def forward(self, X):
+        return self.net(X)
+
+
+class TorchvisionBlock(nn.HybridBlock):
+    """torchvision's BasicBlock (3x3 (strides) -> 3x3) or, with ``bottleneck``, Bottleneck (1x1 -> 3x3
+    (strides) -> 1x1 to 4x ``width``), convs without bias, each with BatchNorm, plus the input (through
+    ``downsample_conv`` and ``downsample_bn`` where the shape changes), then ReLU."""
+
+    def __init__(self, bottleneck: bool, in_channels: int, width: int, strides: int, **kwargs):
+        super().__init__(**kwargs)
+        self.bottleneck = bottleneck
+        out = width * (4 if bottleneck else 1)
+        nets = specs.torchvision_nets
+
+        def conv(channels: int, kernel: int, c_in: int, name: str, strides: int = 1) -> nn.Conv2D:
+            return nn.Conv2D(
+                channels, kernel, strides, kernel // 2, use_bias=False, in_channels=c_in, prefix=f"{name}_"
+            )
+
+        def bn(channels: int, name: str) -> nn.BatchNorm:
+            return batch_norm(channels, eps=nets.BN_EPS, momentum=nets.BN_MOMENTUM, prefix=f"{name}_")
+
+        with self.name_scope():
+            if bottleneck:
+                self.conv1 = conv(width, 1, in_channels, "conv1")
+                self.conv2 = conv(width, 3, width, "conv2", strides)
+                self.conv3, self.bn3 = conv(out, 1, width, "conv3"), bn(out, "bn3")
+            else:
+                self.conv1 = conv(width, 3, in_channels, "conv1", strides)
+                self.conv2 = conv(width, 3, width, "conv2")
+            self.bn1, self.bn2 = bn(width, "bn1"), bn(width, "bn2")
+            self.downsample_conv = self.downsample_bn = None
+            if strides != 1 or in_channels != out:
+                self.downsample_conv = conv(out, 1, in_channels, "downsample_conv", strides)
+                self.downsample_bn = bn(out, "downsample_bn")
+
+    def hybrid_forward(self, F, X):
+        identity = X if self.downsample_conv is None else self.downsample_bn(self.downsample_conv(X))
+        Y = F.Activation(self.bn1(self.conv1(X)), act_type="relu")
+        Y = self.bn2(self.conv2(Y))
+        if self.bottleneck:
+            Y = self.bn3(self.conv3(F.Activation(Y, act_type="relu")))
+        return F.Activation(Y + identity, act_type="relu")
+
+
+class TorchvisionResNet(nn.Block):
+    """torchvision's ResNet: ``net`` is a Sequential of conv1, bn1, ReLU, maxpool, stages ``layer1`` ...
+    ``layer4`` of blocks ``block{j}`` (``spec.blocks()``: widths and strides), avgpool and fc."""
+
+    def __init__(self, spec: specs.TorchvisionResNet = specs.TorchvisionResNet(), **kwargs):
+        super().__init__(**kwargs)
+        self.spec = spec
+        nets = specs.torchvision_nets
+        with self.name_scope():
+            self.net = nn.Sequential(prefix="")
+            with self.net.name_scope():
+                self.net.add(
+                    nn.Conv2D(64, 7, 2, 3, use_bias=False, in_channels=spec.in_channels, prefix="conv1_"),
+                    batch_norm(64, eps=nets.BN_EPS, momentum=nets.BN_MOMENTUM, prefix="bn1_"),
+                    nn.Activation("relu", prefix="relu_"),
+                    nn.MaxPool2D(pool_size=3, strides=2, padding=1, prefix="maxpool_"),
+                )
+                for stage, blocks in itertools.groupby(spec.blocks(), key=lambda b: b[0].split(".")[0]):
+                    layer = nn.Sequential(prefix=f"{stage}_")
+                    with layer.name_scope():
+                        for path, *block in blocks:
+                            layer.add(TorchvisionBlock(spec.bottleneck, *block, prefix=f"block{path.split('.')[1]}_"))
+                    self.net.add(layer)
+                self.net.add(
+                    nn.GlobalAvgPool2D(prefix="avgpool_"),
+                    nn.Dense(spec.num_classes, in_units=512 * spec.expansion, prefix="fc_"),
                 )
 
     def forward(self, X):

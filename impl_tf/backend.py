@@ -35,10 +35,10 @@ import numpy as np
 import tensorflow as tf
 
 from impl_tf.anynet import AnyNet, ResNeXtBlock
-from impl_tf.classic import VGG, AlexNet, BNLeNet, LeNet, NiN
+from impl_tf.classic import VGG, AlexNet, BNLeNet, LeNet, NiN, TorchvisionAlexNet, TorchvisionVGG
 from impl_tf.densenet import DenseNet
 from impl_tf.inception import GoogLeNet, Inception, InceptionA, InceptionNet
-from impl_tf.resnet import Residual, ResidualBlock, ResidualNet, ResNet
+from impl_tf.resnet import Residual, ResidualBlock, ResidualNet, ResNet, TorchvisionResNet
 from parity import specs
 from parity.backends import InputError, Registry, SummaryRow, check_dtype, check_input
 from parity.hub import NameTable, from_native, leaves, stream_to_native
@@ -155,6 +155,31 @@ REGISTRY.register(specs.ResNet, ResNet, RESNET_TABLE)
 REGISTRY.register(specs.ResidualBlock, ResidualBlock, RESNET_TABLE)
 REGISTRY.register(specs.ResidualNet, ResidualNet, RESIDUAL_NET_TABLE)
 REGISTRY.register(specs.DenseNet, DenseNet, DENSENET_TABLE)
+# torchvision's ResNet: net/conv1, stage layer{s}'s blocks net/layer{s}/block{j}/conv1, downsample_conv and _bn, net/fc.
+TORCHVISION_RESNET_TABLE = NameTable(
+    modules=(
+        (r"^(layer\d)\.(\d+)", r"\1/block\2"),
+        (r"\.downsample\.0$", "/downsample_conv"),
+        (r"\.downsample\.1$", "/downsample_bn"),
+        (r"^", "net/"),
+        (r"\.", "/"),
+    ),
+    **_KERAS,
+)
+REGISTRY.register(specs.TorchvisionResNet, TorchvisionResNet, TORCHVISION_RESNET_TABLE)
+# torchvision's AlexNet and VGG: as d2l's, one flat Sequential (net/conv1, net/block{i}/bn{k}, net/avgpool, net/fc6).
+REGISTRY.register(specs.TorchvisionAlexNet, TorchvisionAlexNet, CLASSIC_TABLE)
+REGISTRY.register(specs.TorchvisionVGG, TorchvisionVGG, CLASSIC_TABLE)
+
+
+def fully_convolutional(spec: specs.FullyConvolutional, **options) -> keras.Model:
+    """The base net's model with its head as convolutions of the same names: the base's table."""
+    model = REGISTRY[spec.base].builder(spec.base, convolutional=True, **options)
+    model.spec = spec
+    return model
+
+
+REGISTRY.register(specs.FullyConvolutional, fully_convolutional, lambda spec: REGISTRY[spec.base].table_for(spec.base))
 
 Model = (
     AnyNet

@@ -28,7 +28,11 @@ check runs these nets in training mode, so their masks need not match another fr
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import keras
+import tensorflow as tf
 from keras import layers
 
 from impl_tf.anynet import LayerMaker, SequentialNet
@@ -112,19 +116,55 @@ class BNLeNet(SequentialNet):
         )
 
 
-def dense_head(make: LayerMaker, num_classes: int, dropout: float, seed: int) -> list[layers.Layer]:
-    """AlexNet's and VGG's classifier: flatten, fc6 and fc7 (4096 units, ReLU, dropout), fc8."""
-    dtype = make.dtype
+def head_layer(make: LayerMaker, spec: specs.Spec, path: str, convolutional: bool = False) -> layers.Layer:
+    """The head's dense layer ``path`` of ``spec``, or with ``convolutional`` the conv that computes it at
+    every position (``parity.specs.FullyConvolutional``: h x w over the feature map, else 1x1)."""
+    layer = next(layer for layer in spec.layers() if layer.path == path)
+    if not convolutional:
+        return make.dense(layer.out_features, name=path)
+    conv = specs.dense_as_conv(layer)
+    return dataclasses.replace(make, conv_bias=True).conv(conv.out_channels, conv.kernel_hw, name=path)
+
+
+def flatten(make: LayerMaker, convolutional: bool = False) -> list[layers.Layer]:
+    """The flatten before the head, in (H, W, C) order; none before a fully convolutional head."""
+    return [] if convolutional else [layers.Flatten(name="flatten", dtype=make.dtype)]
+
+
+def dense_head(make: LayerMaker, spec: specs.Spec, seed: int, convolutional: bool = False) -> list[layers.Layer]:
+    """AlexNet's and VGG's classifier: flatten, fc6 and fc7 (4096 units, ReLU, dropout), fc8 (with
+    ``convolutional``, as convolutions after no flatten)."""
+    dtype, fc = make.dtype, functools.partial(head_layer, make, spec, convolutional=convolutional)
     return [
-        layers.Flatten(name="flatten", dtype=dtype),  # in (H, W, C) order
-        make.dense(4096, name="fc6"),
+        *flatten(make, convolutional),
+        fc("fc6"),
         make.relu(name="relu6"),
-        layers.Dropout(dropout, seed=seed, name="drop6", dtype=dtype),
-        make.dense(4096, name="fc7"),
+        layers.Dropout(spec.dropout, seed=seed, name="drop6", dtype=dtype),
+        fc("fc7"),
         make.relu(name="relu7"),
-        layers.Dropout(dropout, seed=seed + 1, name="drop7", dtype=dtype),
-        make.dense(num_classes, name="fc8"),
+        layers.Dropout(spec.dropout, seed=seed + 1, name="drop7", dtype=dtype),
+        fc("fc8"),
     ]
+
+
+class AdaptiveAvgPool2D(layers.Layer):
+    """PyTorch's ``AdaptiveAvgPool2d`` at any input size (Keras' ``AdaptiveAveragePooling2D`` needs static
+    sizes; the forward graph's are dynamic): output cell i averages rows floor(i*H/o) to ceil((i+1)*H/o),
+    and the columns likewise; the mean of a bin's row means is the bin's mean."""
+
+    def __init__(self, output_size: tuple[int, int], **kwargs):
+        super().__init__(**kwargs)
+        self.output_size = tuple(output_size)
+
+    def call(self, X):
+        (oh, ow), h, w = self.output_size, tf.shape(X)[1], tf.shape(X)[2]
+        X = tf.stack([tf.reduce_mean(X[:, i * h // oh : ((i + 1) * h + oh - 1) // oh], axis=1) for i in range(oh)], 1)
+        return tf.stack(
+            [tf.reduce_mean(X[:, :, j * w // ow : ((j + 1) * w + ow - 1) // ow], axis=2) for j in range(ow)], 2
+        )
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.output_size, input_shape[3])
 
 
 class AlexNet(SequentialNet):
@@ -142,6 +182,7 @@ class AlexNet(SequentialNet):
         dtype: str = "float32",
         seed: int = 0,
         pitfalls: frozenset[str] = frozenset(),
+        convolutional: bool = False,
         name: str = "alexnet",
     ):
         super().__init__(name=name, dtype=dtype)
@@ -160,7 +201,7 @@ class AlexNet(SequentialNet):
                 features.append(make.max_pool(3, strides=2, name=f"pool{k}"))
         # For a (1, 224, 224, 1) input: conv1 N x 54 x 54 x 96, pool1 N x 26 x 26 x 96,
         # pool2 N x 12 x 12 x 256, pool5 N x 5 x 5 x 256, fc8 N x num_classes.
-        self.net = make.sequential([*features, *dense_head(make, spec.num_classes, spec.dropout, seed)], name="net")
+        self.net = make.sequential([*features, *dense_head(make, spec, seed, convolutional)], name="net")
 
 
 def vgg_block(make: LayerMaker, num_convs: int, out_channels: int, *, name: str) -> keras.Sequential:
@@ -182,6 +223,7 @@ class VGG(SequentialNet):
         dtype: str = "float32",
         seed: int = 0,
         pitfalls: frozenset[str] = frozenset(),
+        convolutional: bool = False,
         name: str = "vgg",
     ):
         super().__init__(name=name, dtype=dtype)
@@ -189,7 +231,7 @@ class VGG(SequentialNet):
         make = LayerMaker.for_spec(spec, dtype, seed, pitfalls)
         # For a (1, 224, 224, 1) input the blocks give N x 112 x 112 x 64 ... N x 7 x 7 x 512.
         blocks = [vgg_block(make, *arch, name=f"block{i}") for i, arch in enumerate(spec.arch)]
-        self.net = make.sequential([*blocks, *dense_head(make, spec.num_classes, spec.dropout, seed)], name="net")
+        self.net = make.sequential([*blocks, *dense_head(make, spec, seed, convolutional)], name="net")
 
 
 def nin_block(
@@ -245,3 +287,75 @@ class NiN(SequentialNet):
             ],
             name="net",
         )
+
+
+def torchvision_maker(spec: specs.Spec, dtype: str, seed: int) -> LayerMaker:
+    """torchvision's BatchNorm settings (its specs carry none)."""
+    nets = specs.torchvision_nets
+    return dataclasses.replace(LayerMaker.for_spec(spec, dtype, seed), bn_eps=nets.BN_EPS, bn_momentum=nets.BN_MOMENTUM)
+
+
+class TorchvisionAlexNet(SequentialNet):
+    """torchvision's AlexNet: ``net`` holds conv1 ... conv5 (ReLUs, max-pools ``pool1``, ``pool2``, ``pool5``),
+    the 6x6 adaptive pool ``avgpool``, the flatten and the classifier, dropout before fc6 and fc7.
+    ``convolutional``: the classifier as convolutions, without the pool and the flatten."""
+
+    def __init__(
+        self,
+        spec: specs.TorchvisionAlexNet = specs.TorchvisionAlexNet(),
+        *,
+        dtype: str = "float32",
+        seed: int = 0,
+        pitfalls: frozenset[str] = frozenset(),
+        convolutional: bool = False,
+        name: str = "alexnet",
+    ):
+        super().__init__(name=name, dtype=dtype)
+        self.spec, self.pitfalls = spec, frozenset(pitfalls)
+        make = torchvision_maker(spec, dtype, seed)
+        features = []
+        for k, (out_channels, kernel_size, strides, padding, pool) in enumerate(spec.CONVS, start=1):
+            features += [
+                *make.padded_conv(out_channels, kernel_size, padding, strides=strides, name=f"conv{k}"),
+                make.relu(name=f"relu{k}"),
+            ]
+            if pool:
+                features.append(make.max_pool(3, strides=2, name=f"pool{k}"))
+        if not convolutional:  # N x 6 x 6 x 256 at any size
+            features += [AdaptiveAvgPool2D(spec.POOL, name="avgpool", dtype=dtype), *flatten(make)]
+        fc = functools.partial(head_layer, make, spec, convolutional=convolutional)
+        dropout = functools.partial(layers.Dropout, spec.dropout, dtype=dtype)
+        head = [dropout(seed=seed, name="drop6"), fc("fc6"), make.relu(name="relu6")]
+        head += [dropout(seed=seed + 1, name="drop7"), fc("fc7"), make.relu(name="relu7"), fc("fc8")]
+        self.net = make.sequential([*features, *head], name="net")
+
+
+class TorchvisionVGG(SequentialNet):
+    """torchvision's VGG: ``net`` holds blocks ``block{i}`` of padded 3x3 convs ``conv{k}`` (each with
+    BatchNorm ``bn{k}`` if ``spec.batch_norm``, then ReLU) and a max-pool, the 7x7 adaptive pool
+    ``avgpool`` and the dense head. ``convolutional``: the head as convolutions, without the pool."""
+
+    def __init__(
+        self,
+        spec: specs.TorchvisionVGG = specs.TorchvisionVGG(),
+        *,
+        dtype: str = "float32",
+        seed: int = 0,
+        pitfalls: frozenset[str] = frozenset(),
+        convolutional: bool = False,
+        name: str = "vgg",
+    ):
+        super().__init__(name=name, dtype=dtype)
+        self.spec, self.pitfalls = spec, frozenset(pitfalls)
+        make = torchvision_maker(spec, dtype, seed)
+        blocks = []
+        for i, (num_convs, out_channels) in enumerate(spec.arch):
+            convs = []
+            for k in range(1, num_convs + 1):
+                convs += make.padded_conv(out_channels, 3, 1, name=f"conv{k}")
+                convs += [make.batch_norm(name=f"bn{k}")] if spec.batch_norm else []
+                convs.append(make.relu(name=f"relu{k}"))
+            blocks.append(make.sequential([*convs, make.max_pool(2, strides=2, name="pool")], name=f"block{i}"))
+        if not convolutional:  # N x 7 x 7 x 512 at any size
+            blocks.append(AdaptiveAvgPool2D(spec.POOL, name="avgpool", dtype=dtype))
+        self.net = make.sequential([*blocks, *dense_head(make, spec, seed, convolutional)], name="net")

@@ -16,6 +16,7 @@ the common PyTorch tutorial's ``ResidualBlock`` / ``Net``. The differences are o
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 
@@ -186,6 +187,95 @@ class ResidualNet(SequentialNet):
                 make.relu(name="relu2"),
                 rblock(specs.ResidualBlock(32), name="rblock2"),
                 keras.layers.Flatten(name="flatten", dtype=dtype),  # N x 512, in (H, W, C) order
+                make.dense(spec.num_classes, name="fc"),
+            ],
+            name="net",
+        )
+
+
+class TorchvisionBlock(keras.Model):
+    """torchvision's BasicBlock (3x3 (strided) -> 3x3) or, for a bottleneck spec, Bottleneck (1x1 -> 3x3
+    (strided) -> 1x1 to 4x ``width``), convs without bias, each with BatchNorm, plus the input (through
+    ``downsample_conv`` and ``downsample_bn`` where the shape changes), then ReLU."""
+
+    def __init__(self, make: LayerMaker, bottleneck: bool, in_channels: int, width: int, strides: int, *, name: str):
+        super().__init__(name=name, dtype=make.dtype)
+        self.bottleneck, self.in_channels, self.width = bottleneck, in_channels, width
+        out = width * (4 if bottleneck else 1)
+        if bottleneck:
+            self.conv1 = make.conv(width, 1, name="conv1")
+            self.conv2_pad, self.conv2 = make.padded_conv(width, 3, 1, strides=strides, name="conv2")
+            self.conv3, self.bn3 = make.conv(out, 1, name="conv3"), make.batch_norm(name="bn3")
+        else:
+            self.conv1_pad, self.conv1 = make.padded_conv(width, 3, 1, strides=strides, name="conv1")
+            self.conv2_pad, self.conv2 = make.padded_conv(width, 3, 1, name="conv2")
+        self.bn1, self.bn2 = make.batch_norm(name="bn1"), make.batch_norm(name="bn2")
+        self.downsample_conv = self.downsample_bn = None
+        if strides != 1 or in_channels != out:
+            self.downsample_conv = make.conv(out, 1, strides=strides, name="downsample_conv")
+            self.downsample_bn = make.batch_norm(name="downsample_bn")
+        self.out_channels = out
+
+    def build(self, input_shape):
+        width, out = self.width, self.out_channels
+        convs = [(self.conv1, self.in_channels), (self.conv2, width), (self.bn1, width), (self.bn2, width)]
+        if self.bottleneck:
+            convs += [(self.conv3, width), (self.bn3, out)]
+        if self.downsample_conv is not None:
+            convs += [(self.downsample_conv, self.in_channels), (self.downsample_bn, out)]
+        build_layers(convs)
+
+    def call(self, X, training=False):
+        identity = X
+        if self.downsample_conv is not None:
+            identity = self.downsample_bn(self.downsample_conv(X), training=training)
+        if self.bottleneck:
+            Y = keras.ops.relu(self.bn1(self.conv1(X), training=training))
+            Y = keras.ops.relu(self.bn2(self.conv2(self.conv2_pad(Y)), training=training))
+            Y = self.bn3(self.conv3(Y), training=training)
+        else:
+            Y = keras.ops.relu(self.bn1(self.conv1(self.conv1_pad(X)), training=training))
+            Y = self.bn2(self.conv2(self.conv2_pad(Y)), training=training)
+        return keras.ops.relu(Y + identity)
+
+
+class TorchvisionResNet(SequentialNet):
+    """torchvision's ResNet: ``net`` is Sequential(conv1, bn1, relu, maxpool, layer1 ... layer4, avgpool, fc),
+    each stage a Sequential of blocks ``block{j}`` (``spec.blocks()``: widths and strides)."""
+
+    def __init__(
+        self,
+        spec: specs.TorchvisionResNet = specs.TorchvisionResNet(),
+        *,
+        dtype: str = "float32",
+        seed: int = 0,
+        pitfalls: frozenset[str] = frozenset(),
+        name: str = "resnet",
+    ):
+        super().__init__(name=name, dtype=dtype)
+        self.spec, self.pitfalls = spec, frozenset(pitfalls)
+        nets = specs.torchvision_nets
+        make = LayerMaker.for_spec(spec, dtype, seed)
+        make = dataclasses.replace(make, conv_bias=False, bn_eps=nets.BN_EPS, bn_momentum=nets.BN_MOMENTUM)
+        stages = [
+            make.sequential(
+                [TorchvisionBlock(make, spec.bottleneck, *b[1:], name=f"block{b[0].split('.')[1]}") for b in blocks],
+                name=stage,
+            )
+            for stage, blocks in itertools.groupby(spec.blocks(), key=lambda b: b[0].split(".")[0])
+        ]
+        stem = [
+            *make.padded_conv(64, 7, 3, strides=2, name="conv1"),
+            make.batch_norm(name="bn1"),
+            make.relu(name="relu"),
+        ]
+        # For a (1, 224, 224, 3) input: maxpool N x 56 x 56 x 64, layer4 N x 7 x 7 x 512 * expansion.
+        self.net = make.sequential(
+            [
+                *stem,
+                max_pool(make, name="maxpool"),
+                *stages,
+                make.global_avg_pool(name="avgpool"),
                 make.dense(spec.num_classes, name="fc"),
             ],
             name="net",

@@ -26,11 +26,11 @@ from torch import nn
 from torch.func import functional_call
 
 from impl_torch.anynet import AnyNet, ResNeXtBlock
-from impl_torch.classic import VGG, AlexNet, BNLeNet, LeNet, NiN
+from impl_torch.classic import VGG, AlexNet, BNLeNet, LeNet, NiN, TorchvisionAlexNet, TorchvisionVGG
 from impl_torch.densenet import DenseNet
 from impl_torch.inception import GoogLeNet, Inception, InceptionA, InceptionNet
-from impl_torch.resnet import Residual, ResidualBlock, ResidualNet, ResNet
-from parity import reference, specs
+from impl_torch.resnet import Residual, ResidualBlock, ResidualNet, ResNet, TorchvisionResNet
+from parity import reference, specs, torchvision_io
 from parity.backends import Registry, SummaryRow, check_dtype, check_input
 from parity.hub import CANONICAL_LEAVES, NameTable, from_native, stream_to_native
 from parity.specs import OUTPUT
@@ -177,6 +177,20 @@ REGISTRY.register(specs.ResNet, ResNet, RESNET_TABLE)
 REGISTRY.register(specs.ResidualBlock, ResidualBlock.from_spec, RESIDUAL_NET_TABLE)
 REGISTRY.register(specs.ResidualNet, ResidualNet, RESIDUAL_NET_TABLE)
 REGISTRY.register(specs.DenseNet, DenseNet, DENSENET_TABLE)
+# torchvision's nets are written as torchvision writes them: torchvision's own names
+REGISTRY.register(specs.TorchvisionResNet, TorchvisionResNet, torchvision_io.table_for)
+REGISTRY.register(specs.TorchvisionAlexNet, TorchvisionAlexNet, torchvision_io.table_for)
+REGISTRY.register(specs.TorchvisionVGG, TorchvisionVGG, torchvision_io.table_for)
+
+
+def fully_convolutional(spec: specs.FullyConvolutional) -> nn.Module:
+    """The base net's model with its head as convolutions: the same modules, so the base's table."""
+    model = REGISTRY[spec.base].builder(spec.base, convolutional=True)
+    model.spec = spec
+    return model
+
+
+REGISTRY.register(specs.FullyConvolutional, fully_convolutional, lambda spec: REGISTRY[spec.base].table_for(spec.base))
 
 _TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

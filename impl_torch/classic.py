@@ -11,6 +11,8 @@ has no padded cells to count.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -83,24 +85,42 @@ class BNLeNet(nn.Module):
         return self.net(X)
 
 
-def dense_head(in_features: int, num_classes: int, dropout: float) -> list[nn.Module]:
-    """AlexNet's and VGG's classifier: two 4096-wide dense layers with ReLU and dropout, then the logits."""
+def head_layer(spec: specs.Spec, path: str, convolutional: bool = False) -> nn.Module:
+    """The head's dense layer ``path`` of ``spec``: ``nn.Linear``, or with ``convolutional`` the conv that
+    computes it at every position (``parity.specs.FullyConvolutional``: h x w over the feature map, else 1x1)."""
+    layer = next(layer for layer in spec.layers() if layer.path == path)
+    if not convolutional:
+        return nn.Linear(layer.in_features, layer.out_features)
+    conv = specs.dense_as_conv(layer)
+    return nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_hw)
+
+
+def dense_head(spec: specs.Spec, convolutional: bool = False) -> list[nn.Module]:
+    """AlexNet's and VGG's classifier: two 4096-wide dense layers with ReLU and dropout, then the logits
+    (with ``convolutional``, as convolutions)."""
+    fc = functools.partial(head_layer, spec, convolutional=convolutional)
     return [
-        nn.Linear(in_features, 4096),
+        fc("fc6"),
         nn.ReLU(),
-        nn.Dropout(p=dropout),
-        nn.Linear(4096, 4096),
+        nn.Dropout(p=spec.dropout),
+        fc("fc7"),
         nn.ReLU(),
-        nn.Dropout(p=dropout),
-        nn.Linear(4096, num_classes),
+        nn.Dropout(p=spec.dropout),
+        fc("fc8"),
     ]
+
+
+def flatten(convolutional: bool) -> nn.Module:
+    """The flatten before the head; a fully convolutional head keeps the map (an Identity holds the
+    flatten's place, so the head's layers keep their indices)."""
+    return nn.Identity() if convolutional else nn.Flatten()
 
 
 class AlexNet(nn.Module):
     """d2l's AlexNet: five convs with ReLUs, 3x3 stride-2 max-pools after the first, second and
     fifth, then the dense head. ``spec.input_size`` sets fc6's input size (6400 at 224x224)."""
 
-    def __init__(self, spec: specs.AlexNet = specs.AlexNet()) -> None:
+    def __init__(self, spec: specs.AlexNet = specs.AlexNet(), convolutional: bool = False) -> None:
         super().__init__()
         self.spec = spec
         layers, channels = [], spec.in_channels
@@ -111,9 +131,7 @@ class AlexNet(nn.Module):
                 layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
             channels = out_channels
         # For a (1, 1, 224, 224) input the last max-pool gives N x 256 x 5 x 5, flattened to N x 6400.
-        self.net = nn.Sequential(
-            *layers, nn.Flatten(), *dense_head(in_features(spec, "fc6"), spec.num_classes, spec.dropout)
-        )
+        self.net = nn.Sequential(*layers, flatten(convolutional), *dense_head(spec, convolutional))
         self.net.apply(init_cnn)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
@@ -133,7 +151,7 @@ def vgg_block(num_convs: int, in_channels: int, out_channels: int) -> nn.Sequent
 class VGG(nn.Module):
     """d2l's VGG: one ``vgg_block`` per (num_convs, out_channels) of ``spec.arch``, then the dense head."""
 
-    def __init__(self, spec: specs.VGG = specs.VGG()) -> None:
+    def __init__(self, spec: specs.VGG = specs.VGG(), convolutional: bool = False) -> None:
         super().__init__()
         self.spec = spec
         conv_blks, channels = [], spec.in_channels
@@ -141,9 +159,7 @@ class VGG(nn.Module):
             conv_blks.append(vgg_block(num_convs, channels, out_channels))
             channels = out_channels
         # Each block halves the height and width: N x 512 x 7 x 7 for a (1, 1, 224, 224) input.
-        self.net = nn.Sequential(
-            *conv_blks, nn.Flatten(), *dense_head(in_features(spec, "fc6"), spec.num_classes, spec.dropout)
-        )
+        self.net = nn.Sequential(*conv_blks, flatten(convolutional), *dense_head(spec, convolutional))
         self.net.apply(init_cnn)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
@@ -187,3 +203,60 @@ class NiN(nn.Module):
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         return self.net(X)
+
+
+class TorchvisionAlexNet(nn.Module):
+    """torchvision's AlexNet, written as torchvision writes it (``features``, ``avgpool``, ``classifier``:
+    its state_dict is torchvision's). With ``convolutional`` the classifier is convolutions and the
+    adaptive pool an Identity (``parity.specs.FullyConvolutional``)."""
+
+    def __init__(self, spec: specs.TorchvisionAlexNet = specs.TorchvisionAlexNet(), convolutional: bool = False):
+        super().__init__()
+        self.spec = spec
+        layers, channels = [], spec.in_channels
+        for out_channels, kernel_size, stride, padding, pool in spec.CONVS:
+            layers += [nn.Conv2d(channels, out_channels, kernel_size, stride, padding), nn.ReLU()]
+            if pool:
+                layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
+            channels = out_channels
+        self.features = nn.Sequential(*layers)  # N x 256 x 6 x 6 for a (1, 3, 224, 224) input
+        self.avgpool = nn.Identity() if convolutional else nn.AdaptiveAvgPool2d(spec.POOL)
+        self.flatten = flatten(convolutional)
+        fc = functools.partial(head_layer, spec, convolutional=convolutional)
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=spec.dropout),
+            fc("fc6"),
+            nn.ReLU(),
+            nn.Dropout(p=spec.dropout),
+            fc("fc7"),
+            nn.ReLU(),
+            fc("fc8"),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.flatten(self.avgpool(self.features(x))))
+
+
+class TorchvisionVGG(nn.Module):
+    """torchvision's VGG, written as torchvision writes it (``features``: each conv, its BatchNorm if any,
+    a ReLU, and each block's max-pool; ``avgpool``; ``classifier``). With ``convolutional`` the
+    classifier is convolutions and the adaptive pool an Identity."""
+
+    def __init__(self, spec: specs.TorchvisionVGG = specs.TorchvisionVGG(), convolutional: bool = False):
+        super().__init__()
+        self.spec = spec
+        layers, channels = [], spec.in_channels
+        for num_convs, out_channels in spec.arch:
+            for _ in range(num_convs):
+                layers.append(nn.Conv2d(channels, out_channels, kernel_size=3, padding=1))
+                layers += [nn.BatchNorm2d(out_channels)] if spec.batch_norm else []
+                layers.append(nn.ReLU())
+                channels = out_channels
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        self.features = nn.Sequential(*layers)  # N x 512 x 7 x 7 for a (1, 3, 224, 224) input
+        self.avgpool = nn.Identity() if convolutional else nn.AdaptiveAvgPool2d(spec.POOL)
+        self.flatten = flatten(convolutional)
+        self.classifier = nn.Sequential(*dense_head(spec, convolutional))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.flatten(self.avgpool(self.features(x))))

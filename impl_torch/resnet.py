@@ -143,3 +143,84 @@ class ResidualNet(nn.Sequential):
             )
         )
         self.spec = spec
+
+
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock: 3x3 conv (stride) -> BN -> ReLU -> 3x3 conv -> BN, plus the input
+    (through ``downsample``, a strided 1x1 conv and BN, where the shape changes), then ReLU."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU()  # not in place: the BatchNorm's output is an activation point
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """torchvision's Bottleneck (ResNet v1.5): 1x1 -> 3x3 (stride) -> 1x1 to 4x ``planes``, each with BN,
+    plus the input (through ``downsample`` where the shape changes), then ReLU."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU()
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class TorchvisionResNet(nn.Module):
+    """torchvision's ResNet, written as torchvision writes it (same module names, so its state_dict is
+    torchvision's): conv1, bn1, relu, maxpool, layer1 ... layer4, avgpool, fc."""
+
+    def __init__(self, spec: specs.TorchvisionResNet = specs.TorchvisionResNet()) -> None:
+        super().__init__()
+        self.spec = spec
+        block = Bottleneck if spec.bottleneck else BasicBlock
+        self.conv1 = nn.Conv2d(spec.in_channels, 64, 7, stride=2, padding=3, bias=False)  # N x 64 x 112 x 112
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # N x 64 x 56 x 56
+        stages = itertools.groupby(spec.blocks(), key=lambda b: b[0].split(".")[0])
+        for name, blocks in stages:  # layer2 ... layer4 halve the size: N x 512 * expansion x 7 x 7
+            self.add_module(name, nn.Sequential(*(self.make_block(block, *b[1:]) for b in blocks)))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, spec.num_classes)
+
+    @staticmethod
+    def make_block(block: type[nn.Module], inplanes: int, planes: int, stride: int) -> nn.Module:
+        downsample = None
+        if stride != 1 or inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes * block.expansion, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        return block(inplanes, planes, stride, downsample)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))

@@ -5,6 +5,7 @@ imports one on demand.
 """
 
 from parity.backends import FRAMEWORKS, BackendUnavailable, InputError, available_backends, get_backend
+from parity.dense_eval import dense_to_conv
 from parity.port_check import port_check
 from parity.specs import AnyNet, ResNeXtBlock, Stage, get_spec
 from parity.weights import WeightsError, count_parameters, load_weights, save_weights, schema
@@ -19,6 +20,7 @@ __all__ = [
     "WeightsError",
     "available_backends",
     "count_parameters",
+    "dense_to_conv",
     "get_backend",
     "get_spec",
     "load_weights",

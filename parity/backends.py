@@ -7,6 +7,7 @@ on first use, and says which pip extra to install when it cannot.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -153,15 +154,36 @@ def cache_dir(name: str) -> Path:
     return Path(root, name)
 
 
+# Runtimes reached by name only, not among FRAMEWORKS: ONNX runs the torch model's export (parity.onnx_runtime).
+RUNTIMES = {"onnx": "parity.onnx_runtime"}
+
+
 def get_backend(name: str) -> Backend:
-    if name not in FRAMEWORKS:
-        raise KeyError(f"unknown framework {name!r}; known frameworks: {', '.join(FRAMEWORKS)}")
+    if name not in FRAMEWORKS and name not in RUNTIMES:
+        raise KeyError(f"unknown framework {name!r}; known frameworks: {', '.join((*FRAMEWORKS, *RUNTIMES))}")
     try:
-        return importlib.import_module(f"impl_{name}.backend")
+        return importlib.import_module(RUNTIMES.get(name, f"impl_{name}.backend"))
     except ImportError as error:
         raise BackendUnavailable(
             f"the {name} backend needs its framework: pip install -e '.[{name}]' ({error})"
         ) from error
+
+
+# The module whose presence says that a framework's pip extra is installed.
+EXTRA_MODULES = {"torch": "torch", "jax": "flax", "tf": "tensorflow", "mxnet": "mxnet"}
+
+
+def installed_frameworks() -> list[str]:
+    """The frameworks whose pip extra is installed, found without importing them (``available_backends``
+    imports each)."""
+    return [name for name in FRAMEWORKS if _findable(EXTRA_MODULES[name])]
+
+
+def _findable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # an import hook that refuses the module
+        return False
 
 
 def available_backends() -> list[str]:

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from parity import native
 from parity.backends import BackendUnavailable, get_backend
 from parity.specs import get_spec
 
@@ -452,13 +453,14 @@ def save_checkpoint(path: Path) -> None:
 
 def imports_of_convert(framework: str) -> list[str]:
     """A command that imports what ``parity convert --from torchvision:... --to framework`` does, and stops."""
-    modules = ["parity.cli", "parity.convert", "parity.harness", "parity.torchvision_io", "torchvision"]
+    modules = ["parity.cli", "parity.convert", "parity.harness", "parity.native", "parity.torchvision_io"]
+    modules.append("torchvision")
     return [sys.executable, "-c", f"import {', '.join([*modules, f'impl_{framework}.backend'])}"]
 
 
 def convert_target(framework: str, checkpoint: Path, size: int) -> dict[str, Any]:
     """``parity convert`` into ``framework`` and its import baseline, each with an empty project cache folder."""
-    out = checkpoint.with_name(f"{framework}.safetensors")
+    out = checkpoint.with_name(f"{framework}{native.FORMATS[framework].suffixes[0]}")  # the framework's own format
     command = [sys.executable, "-m", "parity.cli", "convert", "--from", f"torchvision:{CONVERT_MODEL}"]
     command += ["--weights", str(checkpoint), "--to", framework, "--out", str(out)]
     with tempfile.TemporaryDirectory(prefix="parity-bench-cache-") as cache:

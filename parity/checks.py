@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from parity import reference
-from parity.backends import FRAMEWORKS, SummaryRow, get_backend
+from parity.backends import FRAMEWORKS, SummaryRow, get_backend, installed_frameworks
 from parity.harness import TransferRig, logit_diff, native_input_shape, tolerance_text
 from parity.report import d2l_lines, group_view
 from parity.specs import Spec
@@ -86,7 +86,7 @@ class Transfers:
     def rig(self, spec: Spec, dtype: str) -> TransferRig:
         if self._rig_key != (spec, dtype):
             self.clear()  # free the old models before building the new ones
-            self._rig = TransferRig(spec, FRAMEWORKS, dtype)
+            self._rig = TransferRig(spec, installed_frameworks(), dtype)
             self._rig_key = (spec, dtype)
         return self._rig
 

@@ -22,6 +22,7 @@ from rich.console import Console
 
 from parity import bench
 from parity.backends import DTYPES, FRAMEWORKS, BackendUnavailable, get_backend
+from parity.quiet import quiet_tensorflow
 from parity.specs import SPECS, get_spec
 
 EXIT_FAIL, EXIT_USAGE = 1, 2
@@ -92,6 +93,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     frameworks = parse_frameworks(args.frameworks)
     if len(frameworks) < 2:
         raise UsageError("--frameworks: a comparison needs at least two frameworks")
+    if "onnx" in frameworks and (args.train or args.dtype != "float32"):
+        raise UsageError("--frameworks: onnx runs eval mode in float32 only (no --train, no --dtype float64)")
     if args.batch < 1:
         raise UsageError(f"--batch: expected a positive integer, got {args.batch}")
     height, width = parse_shape(args.input_size, "--input-size", 2) if args.input_size else spec.input_size
@@ -144,7 +147,7 @@ def cmd_convert(args: argparse.Namespace, console: Console) -> int:
     from parity import convert
 
     try:
-        plan = convert.prepare(args.source, args.weights, args.to, args.out)
+        plan = convert.prepare(args.source, args.weights, args.to, args.out, args.format)
         size = parse_shape(args.check_size, "--check-size", 2) if args.check_size else None
         result = convert.run(plan, args.dtype, size, check=args.check, seed=args.seed)
     except convert.ConvertError as error:
@@ -283,17 +286,29 @@ def build_parser() -> argparse.ArgumentParser:
         "convert",
         help="move a checkpoint between torchvision and a framework through the canonical form, checking the logits",
         description="e.g. parity convert --from torchvision:regnet_x_400mf --weights tv.pth --to jax "
-        "--out jax.safetensors; "
-        "a framework's file holds its weights in canonical form (parity.load_weights).",
+        "--out jax.msgpack; a framework's file is in its own format (--format native) unless --format canonical.",
     )
     conv.add_argument(
-        "--from", dest="source", required=True, help="torchvision:MODEL (regnet_x_400mf, ...) or FRAMEWORK[:MODEL]"
+        "--from",
+        dest="source",
+        required=True,
+        help="torchvision:MODEL (regnet_x_400mf, ...), timm:MODEL (regnetx_002, resnet50, ...) or FRAMEWORK[:MODEL]",
     )
     conv.add_argument(
-        "--weights", required=True, help="the source's weights: .safetensors (or .pth/.pt for torchvision)"
+        "--weights",
+        required=True,
+        help="the source's weights: a state_dict (.safetensors, .pth/.pt) for torchvision and timm; a framework's "
+        "own file (torch .safetensors/.pth, jax .msgpack, tf .weights.h5, mxnet .params) or canonical .safetensors",
     )
-    conv.add_argument("--to", required=True, help="FRAMEWORK or torchvision[:MODEL]")
+    conv.add_argument("--to", required=True, help="FRAMEWORK, torchvision[:MODEL] or onnx")
     conv.add_argument("--out", required=True, help="where to write the converted weights")
+    conv.add_argument(
+        "--format",
+        choices=("native", "canonical"),
+        default="native",
+        help="a framework's --out: its own checkpoint format (default; torch .safetensors/.pth, jax .msgpack, "
+        "tf .weights.h5, mxnet .params) or the canonical form (.safetensors, parity.load_weights)",
+    )
     conv.add_argument("--dtype", choices=DTYPES, help="cast the weights first (default: keep the file's dtype)")
     conv.add_argument(
         "--check-size", help="H,W of the random input whose logits must agree (default: the model's, 224,224)"
@@ -367,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_tensorflow()  # before anything imports TensorFlow
     args = build_parser().parse_args(argv)
     try:
         # rich assumes 80 columns when stdout is not a terminal; the side-by-side tables need more

@@ -8,8 +8,70 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+from parity.backends import FRAMEWORKS, BackendUnavailable, installed_frameworks
 from parity.checks import Models, Transfers
 from parity.harness import TransferRig
+
+
+def installed(framework: str) -> bool:
+    return framework in installed_frameworks()
+
+
+def not_installed(framework: str) -> str:
+    return f"{framework} is not installed: pip install -e '.[{framework}]'"
+
+
+class Installed(dict):
+    """A rig's {framework: ...}: a framework that is not installed raises BackendUnavailable (a skip)."""
+
+    def __missing__(self, framework: str):
+        raise BackendUnavailable(not_installed(framework))
+
+
+def named_frameworks(item: pytest.Item) -> set[str]:
+    """The frameworks among a parametrised test's parameters (``fw``, ``pair``, ``src``/``dst``, ...)."""
+    callspec = getattr(item, "callspec", None)
+    values = [v for value in (callspec.params.values() if callspec else ()) for v in _items(value)]
+    return {value for value in values if isinstance(value, str) and value in FRAMEWORKS}
+
+
+def _items(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test parametrised with a framework that is not installed is skipped, naming its pip extra."""
+    missing = [fw for fw in FRAMEWORKS if not installed(fw)]
+    for item in items:
+        absent = [fw for fw in missing if fw in named_frameworks(item)]
+        if absent:
+            item.add_marker(pytest.mark.skip(reason="; ".join(map(not_installed, absent))))
+
+
+def skip_if_not_installed(error: BackendUnavailable) -> None:
+    """Skip with ``error``'s message where some framework is not installed; with all four installed, a backend
+    that cannot be imported is a broken install, and its test fails."""
+    if all(installed(fw) for fw in FRAMEWORKS):
+        raise error
+    pytest.skip(str(error))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    """A test (or fixture) that asks for a backend whose framework is not installed is skipped with its message."""
+    try:
+        return (yield)
+    except BackendUnavailable as error:
+        skip_if_not_installed(error)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    try:
+        return (yield)
+    except BackendUnavailable as error:
+        skip_if_not_installed(error)
+
 
 # Fuzzed parity: every example builds four models (JAX and Keras compile each new
 # configuration), so examples take seconds; no deadline, a bounded CI run by default.
@@ -24,14 +86,14 @@ settings.load_profile("ci")
 
 @pytest.fixture(scope="session")
 def rig():
-    """rig(spec, dtype) -> TransferRig over all four frameworks, built once per (spec, dtype)."""
-    from parity.backends import FRAMEWORKS
-
+    """rig(spec, dtype) -> TransferRig over the installed frameworks, built once per (spec, dtype)."""
     cache: dict = {}
 
     def get(spec, dtype):
         if (spec, dtype) not in cache:
-            cache[spec, dtype] = TransferRig(spec, FRAMEWORKS, dtype)
+            rig = TransferRig(spec, [fw for fw in FRAMEWORKS if installed(fw)], dtype)
+            rig.backends, rig.models = Installed(rig.backends), Installed(rig.models)
+            cache[spec, dtype] = rig
         return cache[spec, dtype]
 
     return get

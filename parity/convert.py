@@ -1,16 +1,17 @@
-"""``parity convert``: a checkpoint from torchvision or one framework into another, through the canonical form.
+"""``parity convert``: a checkpoint from torchvision, timm or one framework into another, through the canonical form.
 
-One side is ``torchvision:MODEL`` (a torchvision state_dict, ``.safetensors`` or ``.pth``/``.pt``)
-or ``FRAMEWORK[:MODEL]`` (that framework's weights in canonical form, ``.safetensors``). The
-destination model is built, loaded and exported; with the check on, the source framework's own
-logits and the destination's for one random input must agree within ``parity.harness.TOLERANCE``,
-or nothing is written.
+The source is ``torchvision:MODEL`` or ``timm:MODEL`` (a state_dict, ``.safetensors`` or ``.pth``/``.pt``) or
+``FRAMEWORK[:MODEL]`` (that framework's own checkpoint file, ``parity.native``, or canonical ``.safetensors``).
+The destination is a framework, written in its own format (``--format native``, the default) or as canonical
+safetensors (``--format canonical``), ``torchvision[:MODEL]``, or ``onnx`` (the torch model exported to ONNX).
+The destination model is built and loaded; with the check on, the source framework's own logits and the
+destination's for one random input must agree within ``parity.harness.TOLERANCE``, or nothing is written.
 
 From Python::
 
     from parity import convert
 
-    result = convert.convert("torchvision:regnet_x_400mf", "tv.pth", "jax", "jax.safetensors")
+    result = convert.convert("torchvision:regnet_x_400mf", "tv.pth", "jax", "jax.msgpack")
     result.written, result.check.max_rel, result.seconds
 
 ``prepare`` checks the endpoints, the model and the paths without reading anything; ``run``
@@ -36,6 +37,9 @@ from parity.specs import SPECS, Architecture, get_spec
 from parity.weights import Weights, WeightsError, WeightsFileError
 
 TORCHVISION = "torchvision"
+TIMM = "timm"  # a source only: timm's checkpoints (``parity.timm_io``)
+ONNX = "onnx"  # a destination only: the torch model exported to ONNX (``parity.onnx_runtime``)
+FORMATS = ("native", "canonical")  # of a framework's --out: its own checkpoint format, or canonical safetensors
 
 
 class ConvertError(ValueError):
@@ -52,15 +56,25 @@ class Endpoint:
 
 def parse_endpoint(text: str, option: str) -> Endpoint:
     kind, _, model = text.partition(":")
-    if kind != TORCHVISION and kind not in FRAMEWORKS:
+    extra = {"--from": TIMM, "--to": ONNX}.get(option)
+    if kind != TORCHVISION and kind not in FRAMEWORKS and kind != extra:
         raise ConvertError(
-            f"{option}: expected torchvision:MODEL or one of {', '.join(FRAMEWORKS)} (optionally :MODEL), got {text!r}"
+            f"{option}: expected torchvision:MODEL or one of {', '.join((*FRAMEWORKS, extra))} (optionally :MODEL), "
+            f"got {text!r}"
         )
     return Endpoint(kind, model or None)
 
 
 def endpoint_backend(endpoint: Endpoint):
-    """The backend of one side; torchvision's comes from ``parity.torchvision_io``."""
+    """The backend of one side; torchvision's comes from ``parity.torchvision_io``, timm's from
+    ``parity.timm_io`` and ONNX's from ``parity.onnx_runtime``."""
+    if endpoint.kind == TIMM:
+        from parity import timm_io
+
+        try:
+            return timm_io.backend()
+        except BackendUnavailable as error:
+            raise ConvertError(str(error)) from None
     if endpoint.kind != TORCHVISION:
         try:
             return get_backend(endpoint.kind)
@@ -77,13 +91,17 @@ def endpoint_backend(endpoint: Endpoint):
 
 def named_spec(endpoint: Endpoint, option: str) -> Architecture:
     """The spec of a torchvision model name (``regnet_x_400mf``) or, for a framework, a parity model name too."""
-    from parity import torchvision_io
+    from parity import timm_io, torchvision_io
 
-    if endpoint.model in torchvision_io.MODELS:
+    if endpoint.kind == TIMM:
+        if endpoint.model in timm_io.MODELS:
+            return timm_io.spec_for(endpoint.model)
+        raise ConvertError(f"{option}: unknown timm model {endpoint.model!r}; known: {', '.join(timm_io.MODELS)}")
+    if endpoint.model in torchvision_io.SPEC_NAMES:
         return torchvision_io.spec_for(endpoint.model)
     if endpoint.kind != TORCHVISION and endpoint.model in SPECS:
         return get_spec(endpoint.model)
-    known = [*torchvision_io.MODELS, *(sorted(SPECS) if endpoint.kind != TORCHVISION else [])]
+    known = [*torchvision_io.SPEC_NAMES, *(sorted(SPECS) if endpoint.kind != TORCHVISION else [])]
     raise ConvertError(f"{option}: unknown {endpoint.kind} model {endpoint.model!r}; known: {', '.join(known)}")
 
 
@@ -105,13 +123,32 @@ def conversion_spec(src: Endpoint, dst: Endpoint) -> Architecture:
     return specs[0]
 
 
-def check_paths(weights: str, out: str, src: Endpoint, dst: Endpoint) -> None:
-    """``weights`` exists and ``out``'s folder does; each has a suffix its side reads or writes."""
+def file_suffixes(endpoint: Endpoint, option: str, format: str) -> tuple[str, ...]:
+    """The file suffixes one side reads (``--weights``) or writes (``--out``, in ``format``)."""
+    from parity import native
     from parity.torchvision_io import FILE_SUFFIXES
 
+    if endpoint.kind in (TORCHVISION, TIMM):
+        return FILE_SUFFIXES
+    if endpoint.kind == ONNX:
+        return (".onnx",)
+    if option == "--weights":
+        return tuple(dict.fromkeys((".safetensors", *native.FORMATS[endpoint.kind].suffixes)))
+    return native.FORMATS[endpoint.kind].suffixes if format == "native" else (".safetensors",)
+
+
+def check_paths(weights: str, out: str, src: Endpoint, dst: Endpoint, format: str = "native") -> None:
+    """``weights`` exists and ``out``'s folder does; each has a suffix its side reads or writes."""
+    if format not in FORMATS:
+        raise ConvertError(f"--format: expected one of {', '.join(FORMATS)}, got {format!r}")
     for option, path, endpoint in (("--weights", Path(weights), src), ("--out", Path(out), dst)):
-        suffixes = FILE_SUFFIXES if endpoint.kind == TORCHVISION else (".safetensors",)
-        if path.suffix not in suffixes:
+        suffixes = file_suffixes(endpoint, option, format)
+        if not path.name.endswith(suffixes):
+            if option == "--out" and endpoint.kind in FRAMEWORKS and format == "native":
+                raise ConvertError(
+                    f"--out: a native {endpoint.kind} file is {' or '.join(suffixes)} (--format canonical writes "
+                    f"canonical .safetensors), got {str(path)!r}"
+                )
             raise ConvertError(
                 f"{option}: expected a {' or '.join(suffixes)} file for {endpoint.kind}, got {str(path)!r}"
             )
@@ -134,10 +171,11 @@ class Plan:
     out: str
     src_backend: Any
     dst_backend: Any
+    format: str = "native"
 
 
-def prepare(source: str, weights: str | os.PathLike, to: str, out: str | os.PathLike) -> Plan:
-    """Check ``--from source --weights weights --to to --out out`` without reading the weights."""
+def prepare(source: str, weights: str | os.PathLike, to: str, out: str | os.PathLike, format: str = "native") -> Plan:
+    """Check ``--from source --weights weights --to to --out out --format format`` without reading the weights."""
     src, dst = parse_endpoint(source, "--from"), parse_endpoint(to, "--to")
     spec = conversion_spec(src, dst)
     # torchvision's side first: importing torchvision after tensorflow kills the process (a segfault in
@@ -146,8 +184,8 @@ def prepare(source: str, weights: str | os.PathLike, to: str, out: str | os.Path
     src_backend = endpoint_backend(src)
     dst_backend = dst_backend or endpoint_backend(dst)
     weights, out = os.fspath(weights), os.fspath(out)
-    check_paths(weights, out, src, dst)
-    return Plan(source, to, src, dst, spec, weights, out, src_backend, dst_backend)
+    check_paths(weights, out, src, dst, format)
+    return Plan(source, to, src, dst, spec, weights, out, src_backend, dst_backend, format)
 
 
 class Steps:
@@ -181,16 +219,15 @@ def tensor_progress(description: str, progress: bool = True):
 
 
 def read_source(src: Endpoint, spec, path: str, progress: bool = True) -> Weights:
-    """Canonical weights from ``--weights``: a torchvision state_dict, or canonical safetensors."""
-    from parity import torchvision_io
-    from parity.weights import load_weights, validate
+    """Canonical weights from ``--weights``: a torchvision or timm state_dict, a framework's own checkpoint
+    file, or canonical safetensors (``parity.native.load``)."""
+    from parity import native, timm_io, torchvision_io
 
-    if src.kind == TORCHVISION:
+    if src.kind in (TORCHVISION, TIMM):
+        io = torchvision_io if src.kind == TORCHVISION else timm_io
         state_dict = torchvision_io.read_state_dict(path)
-        return torchvision_io.state_dict_to_canonical(state_dict, spec, tensor_progress("to canonical", progress))
-    weights = load_weights(path)
-    validate(weights, spec)
-    return weights
+        return io.state_dict_to_canonical(state_dict, spec, tensor_progress("to canonical", progress))
+    return native.load(src.kind, spec, path)
 
 
 def write_destination(dst: Endpoint, spec, weights: Mapping[str, np.ndarray], path: str, progress: bool = True) -> None:
@@ -203,6 +240,21 @@ def write_destination(dst: Endpoint, spec, weights: Mapping[str, np.ndarray], pa
         torchvision_io.write_state_dict(state_dict, path)
     else:
         save_weights(weights, path)
+
+
+def writes_model(plan: Plan) -> bool:
+    """Whether ``--out`` is the destination model in its own format (a framework's native file, or ONNX),
+    written from the model itself rather than from its canonical weights."""
+    return plan.dst.kind == ONNX or (plan.dst.kind in FRAMEWORKS and plan.format == "native")
+
+
+def save_model(plan: Plan, model: Any) -> None:
+    from parity import native, onnx_runtime
+
+    if plan.dst.kind == ONNX:
+        onnx_runtime.save(model, plan.out)
+    else:
+        native.save(plan.dst.kind, model, plan.out)
 
 
 def weights_dtype(weights: Mapping[str, np.ndarray], requested: str | None) -> str:
@@ -286,7 +338,7 @@ def run(
     spec, dst_backend = plan.spec, plan.dst_backend
     height, width = check_size or spec.input_size
     checks = ["build source", "load source", "forward source", "forward"] if check else []
-    steps = Steps(["read", "build", "load", "export", "write", *checks], progress)
+    steps = Steps(["read", "build", "load", *([] if writes_model(plan) else ["export"]), "write", *checks], progress)
     try:
         with steps("read"):
             weights = read_source(plan.src, spec, plan.weights, progress)
@@ -302,7 +354,10 @@ def run(
             with steps("forward"):
                 verdict = LogitCheck(x.shape, *logit_diff(reference, dst_backend.forward(model, x), dtype))
         written = verdict is None or verdict.passed
-        if written:
+        if written and writes_model(plan):
+            with steps("write"):
+                save_model(plan, model)
+        elif written:
             with steps("export"):
                 converted = dst_backend.export_weights(model)
             del model
@@ -317,6 +372,8 @@ def run(
     return Conversion(plan, dtype, steps.seconds, verdict, written)
 
 
-def convert(source: str, weights: str | os.PathLike, to: str, out: str | os.PathLike, **options) -> Conversion:
+def convert(
+    source: str, weights: str | os.PathLike, to: str, out: str | os.PathLike, format: str = "native", **options
+) -> Conversion:
     """``prepare`` then ``run`` (``options``: dtype, check_size, check, seed, progress)."""
-    return run(prepare(source, weights, to, out), **options)
+    return run(prepare(source, weights, to, out, format), **options)

@@ -64,6 +64,20 @@ def avg_pool(x: np.ndarray, kernel: int, stride: int, padding: int = 0) -> np.nd
     return _windows(x, kernel, stride, padding, 0.0).mean(axis=-1)
 
 
+def adaptive_avg_pool(x: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    """PyTorch's adaptive average pool: output cell (i, j) averages rows floor(i*H/oh) to
+    ceil((i+1)*H/oh) and the columns likewise (the bins overlap where o does not divide H)."""
+    (h, w), (oh, ow) = x.shape[2:], output_size
+
+    def bins(size: int, out: int) -> list[tuple[int, int]]:
+        return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+    rows = [
+        np.stack([x[:, :, r0:r1, c0:c1].mean(axis=(2, 3)) for c0, c1 in bins(w, ow)], axis=-1) for r0, r1 in bins(h, oh)
+    ]
+    return np.stack(rows, axis=-2)
+
+
 def batch_norm(x: np.ndarray, weights: Mapping[str, np.ndarray], path: str, eps: float) -> np.ndarray:
     """Eval-mode BatchNorm over axis 1 of an (N, C, H, W) or (N, C) array."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
@@ -107,6 +121,8 @@ def apply(node: Node, xs: Sequence[np.ndarray], weights: Mapping[str, np.ndarray
         return avg_pool(x, *node.window)
     if node.op == "global_avg_pool":
         return x.mean(axis=(2, 3))
+    if node.op == "adaptive_avg_pool":
+        return adaptive_avg_pool(x, node.output_size)
     if node.op == "flatten":
         return x.reshape(x.shape[0], -1)
     if node.op == "add":

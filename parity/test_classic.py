@@ -28,9 +28,10 @@ VGG11 = get_spec("vgg")
 # The book's convolutions at odd, non-square inputs, with a smaller fc6: the flatten before it
 # holds 256 x 1 x 1 (AlexNet) and 512 x 1 x 1 (VGG) features, which no flatten order changes; the
 # permutation that NHWC frameworks need before fc6 is checked by AlexNet's 224x224 run (a 5x5
-# map), VGG's slow ones (7x7) and the LeNets' (5x5, 4x4).
-SMALL_ALEXNET = AlexNet(input_size=(67, 75))
-SMALL_VGG = VGG(input_size=(33, 47))
+# map), VGG's slow ones (7x7) and the LeNets' (5x5, 4x4). Their fc6 and fc7 have 64 units, not
+# 4096: the same layers, without building and moving 17M float64 weights per framework and pair.
+SMALL_ALEXNET = AlexNet(input_size=(67, 75), head_width=64)
+SMALL_VGG = VGG(input_size=(33, 47), head_width=64)
 MNIST = (2, 1, 28, 28)
 BOOK = (1, 1, 224, 224)
 

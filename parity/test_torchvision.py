@@ -202,7 +202,7 @@ def convert(capsys, *argv):
 
 def test_convert_torchvision_to_mxnet_and_back(capsys, small_checkpoint, tmp_path):
     net, folder = small_checkpoint
-    tv, mx, back = folder / "tv.pth", tmp_path / "mx.safetensors", tmp_path / "back.safetensors"
+    tv, mx, back = folder / "tv.pth", tmp_path / "mx.params", tmp_path / "back.safetensors"
     argv = ["--from", f"torchvision:{SMALL}", "--weights", str(tv), "--to", "mxnet", "--out", str(mx)]
     code, out, _ = convert(capsys, *argv, "--check-size", "32,32")
     assert code == 0 and "PASS" in out and "need max |diff| <= 1e-09" in out and "wrote" in out, out
@@ -226,9 +226,9 @@ def test_convert_exits_1_and_writes_nothing_when_the_logits_disagree(capsys, sma
     _, folder = small_checkpoint
     argv = ["--from", f"torchvision:{SMALL}", "--weights", str(folder / "tv.safetensors"), "--to", "mxnet"]
     code, out, _ = convert(
-        capsys, *argv, "--out", str(tmp_path / "mx.safetensors"), "--check-size", "32,32", "--dtype", "float32"
+        capsys, *argv, "--out", str(tmp_path / "mx.params"), "--check-size", "32,32", "--dtype", "float32"
     )
-    assert code == 1 and "FAIL" in out and "not written" in out and not (tmp_path / "mx.safetensors").exists()
+    assert code == 1 and "FAIL" in out and "not written" in out and not (tmp_path / "mx.params").exists()
 
 
 @pytest.mark.parametrize(
@@ -253,6 +253,11 @@ def test_convert_exits_1_and_writes_nothing_when_the_logits_disagree(capsys, sma
             "--out: expected a .safetensors file for tf, got 'x.pth'",
         ),
         (
+            ["--from", "torchvision:regnet_x_200mf", "--to", "tf", "--format", "native", "--out", "x.safetensors"],
+            "--out: a native tf file is .weights.h5 (--format canonical writes canonical .safetensors), "
+            "got 'x.safetensors'",
+        ),
+        (
             ["--from", "torchvision:regnet_x_200mf", "--to", "tf", "--weights", "nope.pth"],
             "--weights: no such file 'nope.pth'",
         ),
@@ -269,7 +274,11 @@ def test_convert_exits_1_and_writes_nothing_when_the_logits_disagree(capsys, sma
 )
 def test_convert_usage_errors_exit_2_with_one_line(capsys, small_checkpoint, tmp_path, argv, message):
     _, folder = small_checkpoint
-    defaults = {"--weights": str(folder / "tv.pth"), "--out": str(tmp_path / "out.safetensors")}
+    defaults = {
+        "--weights": str(folder / "tv.pth"),
+        "--out": str(tmp_path / "out.safetensors"),
+        "--format": "canonical",
+    }
     given = dict(zip(argv[::2], argv[1::2], strict=True))
     code, out, err = convert(capsys, *argv, *(x for k, v in defaults.items() if k not in given for x in (k, v)))
     assert code == 2 and out == "", out
@@ -351,7 +360,7 @@ def test_convert_from_python_reports_the_check_and_each_steps_time(small_checkpo
     net, folder = small_checkpoint
     out = tmp_path / "torch.safetensors"
     result = conversion.convert(
-        f"torchvision:{SMALL}", folder / "tv.pth", "torch", out, check_size=(32, 32), progress=False
+        f"torchvision:{SMALL}", folder / "tv.pth", "torch", out, "canonical", check_size=(32, 32), progress=False
     )
     assert result.written and out.is_file() and result.dtype == "float64"
     expected = tvio.state_dict_to_canonical(tvio.read_state_dict(folder / "tv.pth"), net.spec)

@@ -57,8 +57,7 @@ class Param:
 
 def layer_params(layer: Layer) -> list[Param]:
     if isinstance(layer, Conv):
-        k = layer.kernel_size
-        params = [Param(layer, "weight", (layer.out_channels, layer.in_channels // layer.groups, k, k))]
+        params = [Param(layer, "weight", (layer.out_channels, layer.in_channels // layer.groups, *layer.kernel_hw))]
         if layer.bias:
             params.append(Param(layer, "bias", (layer.out_channels,)))
         return params

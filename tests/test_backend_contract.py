@@ -52,9 +52,9 @@ SPECS = {
     "inception_a_block": InceptionA(in_channels=10),
     "lenet": get_spec("lenet"),
     "bnlenet": get_spec("bnlenet"),
-    # the book's convolutions with a small fc6 (256 and 512 inputs)
-    "alexnet": AlexNet(input_size=(67, 67)),
-    "vgg": VGG(input_size=(32, 32)),
+    # the book's convolutions with a small fc6 (256 and 512 inputs) and 64-unit fc6 and fc7
+    "alexnet": AlexNet(input_size=(67, 67), head_width=64),
+    "vgg": VGG(input_size=(32, 32), head_width=64),
     "resnet18": get_spec("resnet18"),
     "densenet": get_spec("densenet"),
     "residual_mnist": get_spec("residual_mnist"),

@@ -22,6 +22,7 @@ from parity.specs.anynet import (
 )
 from parity.specs.classic import VGG, AlexNet, BNLeNet, LeNet, NiN, d2l_bnlenet_padding_problem, d2l_nin_pool_problem
 from parity.specs.densenet import DenseNet, d2l_densenet_channels_problem
+from parity.specs.fully_conv import FullyConvolutional, conv_head_problem, dense_as_conv
 from parity.specs.graph import (
     INPUT,
     OUTPUT,
@@ -43,6 +44,7 @@ from parity.specs.inception import GoogLeNet, Inception, InceptionA, InceptionNe
 from parity.specs.registry import SPECS, get_spec
 from parity.specs.regnet_family import regnetx
 from parity.specs.resnet import Residual, ResidualBlock, ResidualNet, ResNet
+from parity.specs.torchvision_nets import TorchvisionAlexNet, TorchvisionResNet, TorchvisionVGG
 
 Spec = Architecture  # every spec is an Architecture
 
@@ -51,6 +53,12 @@ __all__ = [
     "AlexNet",
     "BNLeNet",
     "DenseNet",
+    "FullyConvolutional",
+    "TorchvisionAlexNet",
+    "TorchvisionResNet",
+    "TorchvisionVGG",
+    "conv_head_problem",
+    "dense_as_conv",
     "LeNet",
     "Residual",
     "ResidualBlock",

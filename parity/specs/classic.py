@@ -104,17 +104,18 @@ class BNLeNet(Architecture):
             return g.dense("fc3", X, 84, self.num_classes)
 
 
-def dense_head(g: GraphBuilder, X: str, in_features: int, flatten_from, num_classes: int, dropout: float) -> str:
-    """AlexNet's and VGG's classifier: fc6 and fc7 (4096, ReLU, dropout), then fc8.
+def dense_head(g: GraphBuilder, X: str, in_features: int, flatten_from, spec: AlexNet | VGG) -> str:
+    """AlexNet's and VGG's classifier: fc6 and fc7 (``spec.head_width``, ReLU, dropout), then fc8.
 
     Points: each dense layer (before its ReLU) and each dropout (``drop6``, ``drop7``)."""
+    width, dropout = spec.head_width, spec.dropout
     with g.group("fc6"):
-        X = g.dense("fc6", g.flatten(X), in_features, 4096, flatten_from=flatten_from)
+        X = g.dense("fc6", g.flatten(X), in_features, width, flatten_from=flatten_from)
         X = g.dropout(g.relu(X), dropout, name="drop6")
     with g.group("fc7"):
-        X = g.dropout(g.relu(g.dense("fc7", X, 4096, 4096)), dropout, name="drop7")
+        X = g.dropout(g.relu(g.dense("fc7", X, width, width)), dropout, name="drop7")
     with g.group("fc8"):
-        return g.dense("fc8", X, 4096, num_classes)
+        return g.dense("fc8", X, width, spec.num_classes)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,8 @@ class AlexNet(Architecture):
     num_classes: int = 10
     dropout: float = 0.5
     input_size: tuple[int, int] = (224, 224)
+    # fc6's and fc7's units: the book's 4096; narrower in tests of a mechanism, not of the book's sizes
+    head_width: int = 4096
 
     # (out_channels, kernel_size, stride, padding, max-pool after it) of each conv, as in the book
     CONVS = (
@@ -169,7 +172,7 @@ class AlexNet(Architecture):
                     X = g.max_pool(X, 3, 2, name=f"pool{k}")
                     h, w = (conv_output_size(size, 3, 2, 0) for size in (h, w))
             channels = out
-        return dense_head(g, X, channels * h * w, (channels, h, w), self.num_classes, self.dropout)
+        return dense_head(g, X, channels * h * w, (channels, h, w), self)
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,8 @@ class VGG(Architecture):
     num_classes: int = 10
     dropout: float = 0.5
     input_size: tuple[int, int] = (224, 224)
+    # fc6's and fc7's units: the book's 4096; narrower in tests of a mechanism, not of the book's sizes
+    head_width: int = 4096
 
     def build_graph(self, g: GraphBuilder) -> str:
         X, channels = g.input, self.in_channels
@@ -197,7 +202,7 @@ class VGG(Architecture):
                     channels = out
                 X = g.max_pool(X, 2, 2, name=f"blocks.{i}")
         h, w = (size >> len(self.arch) for size in self.input_size)  # each block halves, rounding down
-        return dense_head(g, X, channels * h * w, (channels, h, w), self.num_classes, self.dropout)
+        return dense_head(g, X, channels * h * w, (channels, h, w), self)
 
 
 @dataclass(frozen=True)

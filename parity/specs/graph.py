@@ -26,16 +26,22 @@ OUTPUT = "output"  # the output point of a standalone block
 
 @dataclass(frozen=True)
 class Conv:
-    """A 2-D convolution, with symmetric zero padding ``padding`` on every side."""
+    """A 2-D convolution, with symmetric zero padding ``padding`` on every side; ``kernel_size`` is
+    square, or (kh, kw) (a dense layer over a non-square map turned into a convolution)."""
 
     path: str
     in_channels: int
     out_channels: int
-    kernel_size: int
+    kernel_size: int | tuple[int, int]
     stride: int = 1
     padding: int = 0
     groups: int = 1
     bias: bool = True
+
+    @property
+    def kernel_hw(self) -> tuple[int, int]:
+        k = self.kernel_size
+        return (k, k) if isinstance(k, int) else tuple(k)
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,8 @@ OPS = {
     "max_pool": None,  # window (kernel, stride, padding); padded cells are -inf, so they never win
     "avg_pool": None,  # window (kernel, stride, padding); padded zeros count (PyTorch's count_include_pad)
     "global_avg_pool": None,  # (N, C, H, W) -> (N, C)
+    # (N, C, H, W) -> (N, C, *output_size); output cell i averages rows floor(i*H/o) to ceil((i+1)*H/o) (PyTorch's bins)
+    "adaptive_avg_pool": None,
     "flatten": None,  # (N, C, H, W) -> (N, C*H*W), in NCHW (C, H, W) order
     "add": None,
     "concat": None,  # on the channel axis
@@ -93,6 +101,7 @@ class Node:
     rate: float = 0.0
     point: bool = True
     group: str = ""
+    output_size: tuple[int, int] | None = None
 
 
 def join(prefix: str, name: str) -> str:
@@ -167,6 +176,9 @@ class GraphBuilder:
     def global_avg_pool(self, x: str, name: str | None = None) -> str:
         return self.add("global_avg_pool", (x,), name)
 
+    def adaptive_avg_pool(self, x: str, output_size: tuple[int, int], name: str | None = None) -> str:
+        return self.add("adaptive_avg_pool", (x,), name, output_size=tuple(output_size))
+
     def flatten(self, x: str, name: str | None = None) -> str:
         return self.add("flatten", (x,), name)
 
@@ -201,17 +213,26 @@ def infer_shapes(
         x = shapes[node.inputs[0]]
         layer, op = node.layer, node.op
         if op == "conv" or node.window is not None:
-            kernel, stride, padding = (layer.kernel_size, layer.stride, layer.padding) if op == "conv" else node.window
+            if op == "conv":
+                kernel, stride, padding = layer.kernel_hw, layer.stride, layer.padding
+            else:
+                kernel, stride, padding = node.window[:1] * 2, *node.window[1:]
             if len(x) != 4:
                 raise ShapeError(f"{node.name}: expected an (N, C, H, W) input, got {x}")
             channels = layer.out_channels if op == "conv" else x[1]
             if same_padding and padding:
                 out = (x[0], channels, *(-(-s // stride) for s in x[2:]))
             else:
-                out = (x[0], channels, *(conv_output_size(s, kernel, stride, padding) for s in x[2:]))
+                sizes = (conv_output_size(s, k, stride, padding) for s, k in zip(x[2:], kernel, strict=True))
+                out = (x[0], channels, *sizes)
             if min(out[2:]) < 1:
-                raise ShapeError(f"{node.name}: a {x[2]}x{x[3]} input is smaller than its {kernel}x{kernel} window")
+                window = f"{kernel[0]}x{kernel[1]}"
+                raise ShapeError(f"{node.name}: a {x[2]}x{x[3]} input is smaller than its {window} window")
             shapes[node.name] = out
+        elif op == "adaptive_avg_pool":
+            if len(x) != 4:
+                raise ShapeError(f"{node.name}: expected an (N, C, H, W) input, got {x}")
+            shapes[node.name] = (*x[:2], *node.output_size)
         elif op == "dense":
             if x[1:] != (layer.in_features,):
                 raise ShapeError(f"{node.name}: expects {layer.in_features} input features, got {x[1:]}")
@@ -272,8 +293,10 @@ class Architecture:
         return infer_shapes(self.graph(), tuple(input_shape))[self.graph()[-1].name]
 
     def fixed_input_size(self) -> tuple[int, int] | None:
-        """The one spatial size the net takes (its flatten feeds a dense layer), or None."""
-        fixed = any(node.op == "flatten" for node in self.graph())
+        """The one spatial size the net takes (its flatten feeds a dense layer, and no adaptive pool
+        sizes the map for it), or None."""
+        ops = {node.op for node in self.graph()}
+        fixed = "flatten" in ops and "adaptive_avg_pool" not in ops
         return self.input_size if fixed else None
 
     def book_tabs(self) -> dict[str, BookTab]:

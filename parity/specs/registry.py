@@ -11,6 +11,7 @@ from parity.specs.graph import Architecture
 from parity.specs.inception import GoogLeNet, InceptionNet
 from parity.specs.regnet_family import SIZES, regnetx
 from parity.specs.resnet import ResidualNet, ResNet
+from parity.specs.torchvision_nets import TORCHVISION_NETS
 
 SPECS: dict[str, Callable[[], Architecture]] = {
     "regnetx32": regnetx32,
@@ -26,6 +27,8 @@ SPECS: dict[str, Callable[[], Architecture]] = {
     "residual_mnist": ResidualNet,
     # the RegNetX family with torchvision's widths
     **{f"regnetx_{size}": lambda size=size: regnetx(size) for size in SIZES},
+    # torchvision's ResNet, AlexNet and VGG
+    **TORCHVISION_NETS,
 }
 
 
