@@ -10,8 +10,17 @@ on the wrong one. TensorFlow's C++ log level defaults to warnings and errors
 only, unless ``TF_CPP_MIN_LOG_LEVEL`` is already set.
 """
 
+import importlib.util
 import os
 import sys
+
+
+def _load_torch_compiler_first() -> None:
+    """Where PyTorch is installed, load its compiler stack (``torch._dynamo``, which loads triton's native
+    library) before TensorFlow: first loaded after TensorFlow, it kills the process (a segfault), and
+    torchvision, ``torch.onnx`` and ``torch.optim`` load it on first use."""
+    if "tensorflow" not in sys.modules and importlib.util.find_spec("torch") is not None:
+        import torch._dynamo  # noqa: F401
 
 
 def _require_tensorflow_keras() -> None:
@@ -25,6 +34,7 @@ def _require_tensorflow_keras() -> None:
         )
 
 
+_load_torch_compiler_first()
 _require_tensorflow_keras()
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

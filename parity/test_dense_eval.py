@@ -78,7 +78,7 @@ def test_dense_eval_conv_weights_are_the_dense_weights_reshaped_in_chw_order(wei
     conv_spec, conv_weights = parity.dense_to_conv(spec, weights["vgg_2x3"])
     assert conv_weights["fc6.weight"].shape == (64, 32, 2, 3)
     assert conv_weights["fc6.weight"][5, 7, 1, 2] == weights["vgg_2x3"]["fc6.weight"][5, 7 * 6 + 1 * 3 + 2]
-    assert conv_weights["fc8.weight"].shape == (10, 4096, 1, 1)
+    assert conv_weights["fc8.weight"].shape == (10, 64, 1, 1)
     assert "avgpool" not in conv_spec.activation_points()
 
 

@@ -357,3 +357,15 @@ def test_nin_train_forward_drops_and_changes_nothing():
     x = randn((2, 1, 67, 75))
     assert not np.array_equal(backend.forward(model, x, train=True), backend.forward(model, x))
     assert state(model) == before
+
+
+# --- beside PyTorch ---
+
+
+def test_torchs_compiler_stack_loads_after_impl_tf():
+    """torch._dynamo (triton's native library), which torchvision, torch.onnx and torch.optim load on first
+    use, kills the process when first loaded after TensorFlow; impl_tf loads it first where torch is installed."""
+    pytest.importorskip("torch")
+    code = "import impl_tf.backend, torch._dynamo, torchvision; print('loaded')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "loaded" in result.stdout, (result.returncode, result.stderr[-2000:])
