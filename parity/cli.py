@@ -1,6 +1,7 @@
 """The ``parity`` command: ``parity summary MODEL``, ``parity compare MODEL``, ``parity convert``,
-``parity explain MODEL --from A --to B``, ``parity report MODEL --out report.html``, ``parity port-check`` and
-``parity bench``: argument handling and printing (``parity convert``'s pipeline is ``parity.convert``).
+``parity explain MODEL --from A --to B``, ``parity report MODEL --out report.html``, ``parity port-check``,
+``parity dense-eval MODEL`` and ``parity bench``: argument handling and printing (``parity convert``'s pipeline
+is ``parity.convert``, ``parity dense-eval``'s ``parity.dense_eval_cli``).
 
 Exit codes: 0 all transfers within tolerance (explain: no divergence), 1 some transfer out of
 tolerance (explain: the backends diverge; bench never fails on what it measures),
@@ -131,13 +132,14 @@ def print_conversion(console: Console, result) -> None:
     plan, check = result.plan, result.check
     trainable, stats = count_parameters(plan.spec)
     params = f"{trainable:,} parameters + {stats:,} running statistics"
-    console.print(f"{plan.source} -> {plan.to}: {plan.spec.name}, {params}, {result.dtype}")
+    console.print(f"{plan.source} -> {plan.to}: {plan.out_spec.name}, {params}, {result.dtype}")
     for name, seconds in result.seconds.items():
         console.print(f"  {name:<15}{seconds:8.2f} s")
     if check is not None:
         verdict = "[bold green]PASS[/]" if check.passed else "[bold red]FAIL[/]"
+        versus = f"{plan.src.kind} vs {plan.dst.kind}" + ("'s 1x1 score map" if plan.dense_eval else "")
         console.print(
-            f"{verdict}: logits at {check.shape}, {plan.src.kind} vs {plan.dst.kind}: max |diff| {check.max_abs:.3e}, "
+            f"{verdict}: logits at {check.shape}, {versus}: max |diff| {check.max_abs:.3e}, "
             f"relative {check.max_rel:.3e} (need {tolerance_text(result.dtype)})",
             soft_wrap=True,
         )
@@ -147,7 +149,7 @@ def cmd_convert(args: argparse.Namespace, console: Console) -> int:
     from parity import convert
 
     try:
-        plan = convert.prepare(args.source, args.weights, args.to, args.out, args.format)
+        plan = convert.prepare(args.source, args.weights, args.to, args.out, args.format, args.dense_eval)
         size = parse_shape(args.check_size, "--check-size", 2) if args.check_size else None
         result = convert.run(plan, args.dtype, size, check=args.check, seed=args.seed)
     except convert.ConvertError as error:
@@ -254,6 +256,17 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_dense_eval(args: argparse.Namespace, console: Console) -> int:
+    from parity.dense_eval_cli import DenseEvalError, run_dense_eval
+
+    spec, frameworks = model_spec(args.model), parse_frameworks(args.frameworks)
+    size = parse_shape(args.input_size, "--input-size", 2)
+    try:
+        return run_dense_eval(args, spec, frameworks, size, console)
+    except DenseEvalError as error:
+        raise UsageError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     models = ", ".join(sorted(SPECS))
     parser = argparse.ArgumentParser(
@@ -309,6 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a framework's --out: its own checkpoint format (default; torch .safetensors/.pth, jax .msgpack, "
         "tf .weights.h5, mxnet .params) or the canonical form (.safetensors, parity.load_weights)",
     )
+    conv.add_argument(
+        "--dense-eval",
+        action="store_true",
+        help="write the fully convolutional model (AlexNet, VGG: the dense head as convolutions), its 1x1 score map "
+        "checked against the source's logits at the model's input size",
+    )
     conv.add_argument("--dtype", choices=DTYPES, help="cast the weights first (default: keep the file's dtype)")
     conv.add_argument(
         "--check-size", help="H,W of the random input whose logits must agree (default: the model's, 224,224)"
@@ -343,6 +362,28 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--frameworks", help=f"comma-separated subset of {','.join(FRAMEWORKS)} (default: all)")
     rep.add_argument("--dtype", choices=DTYPES, default="float32")
     rep.set_defaults(run=cmd_report)
+
+    dense = sub.add_parser(
+        "dense-eval",
+        help="AlexNet's or VGG's dense head as convolutions, run on a larger input in each framework: score maps, "
+        "top classes",
+        description="MODEL's dense head becomes convolutions; each framework runs them on one random H x W input. "
+        "Prints each framework's score-map shape and top classes (the map's spatial mean) side by side; exit 0 when "
+        "every score map agrees with the first framework's, 1 when one diverges.",
+    )
+    dense.add_argument("model", help="alexnet, vgg, tv_alexnet, tv_vgg11, tv_vgg16 or tv_vgg16_bn")
+    dense.add_argument(
+        "--weights",
+        required=True,
+        help="canonical .safetensors of MODEL or of its fully convolutional form (parity convert --dense-eval "
+        "--format canonical); for tv_* also torchvision's state_dict (.pth/.pt/.safetensors)",
+    )
+    dense.add_argument("--input-size", required=True, help="H,W of the random input, at least the model's")
+    dense.add_argument("--frameworks", help=f"comma-separated subset of {','.join(FRAMEWORKS)} (default: all)")
+    dense.add_argument("--top", type=int, default=5, help="classes shown per framework (default: 5)")
+    dense.add_argument("--dtype", choices=DTYPES, help="cast the weights first (default: keep the file's dtype)")
+    dense.add_argument("--seed", type=int, default=0, help="of the random input (default: 0)")
+    dense.set_defaults(run=cmd_dense_eval)
 
     port = sub.add_parser(
         "port-check",

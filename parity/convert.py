@@ -6,6 +6,9 @@ The destination is a framework, written in its own format (``--format native``, 
 safetensors (``--format canonical``), ``torchvision[:MODEL]``, or ``onnx`` (the torch model exported to ONNX).
 The destination model is built and loaded; with the check on, the source framework's own logits and the
 destination's for one random input must agree within ``parity.harness.TOLERANCE``, or nothing is written.
+With ``dense_eval`` the destination is the fully convolutional model (``parity.dense_to_conv``), checked at
+the model's input size, where its 1x1 score map must equal the source's logits, and written in its framework's
+format or as its canonical weights.
 
 From Python::
 
@@ -33,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from parity.backends import FRAMEWORKS, BackendUnavailable, get_backend
-from parity.specs import SPECS, Architecture, get_spec
+from parity.specs import SPECS, Architecture, FullyConvolutional, conv_head_problem, get_spec
 from parity.weights import Weights, WeightsError, WeightsFileError
 
 TORCHVISION = "torchvision"
@@ -172,12 +175,40 @@ class Plan:
     src_backend: Any
     dst_backend: Any
     format: str = "native"
+    dense_eval: bool = False
+
+    @property
+    def out_spec(self) -> Architecture:
+        """The model written: the spec's, or with ``dense_eval`` its fully convolutional form."""
+        return FullyConvolutional(self.spec) if self.dense_eval else self.spec
 
 
-def prepare(source: str, weights: str | os.PathLike, to: str, out: str | os.PathLike, format: str = "native") -> Plan:
-    """Check ``--from source --weights weights --to to --out out --format format`` without reading the weights."""
+def check_dense_eval(spec: Architecture, dst: Endpoint) -> None:
+    """``--dense-eval`` needs a dense head to turn into convolutions and a framework to hold the result."""
+    problem = conv_head_problem(spec)
+    if problem:
+        raise ConvertError(f"--dense-eval: {problem}")
+    if dst.kind not in FRAMEWORKS:
+        raise ConvertError(
+            f"--dense-eval: writes the fully convolutional model for one of {', '.join(FRAMEWORKS)}; "
+            f"{dst.kind} has none (--to {dst.kind})"
+        )
+
+
+def prepare(
+    source: str,
+    weights: str | os.PathLike,
+    to: str,
+    out: str | os.PathLike,
+    format: str = "native",
+    dense_eval: bool = False,
+) -> Plan:
+    """Check ``--from source --weights weights --to to --out out --format format [--dense-eval]`` without
+    reading the weights."""
     src, dst = parse_endpoint(source, "--from"), parse_endpoint(to, "--to")
     spec = conversion_spec(src, dst)
+    if dense_eval:
+        check_dense_eval(spec, dst)
     # torchvision's side first: importing torchvision after tensorflow kills the process (a segfault in
     # triton's native library, which torchvision loads through torch._dynamo); tensorflow after it is fine
     dst_backend = endpoint_backend(dst) if dst.kind == TORCHVISION else None
@@ -185,7 +216,7 @@ def prepare(source: str, weights: str | os.PathLike, to: str, out: str | os.Path
     dst_backend = dst_backend or endpoint_backend(dst)
     weights, out = os.fspath(weights), os.fspath(out)
     check_paths(weights, out, src, dst, format)
-    return Plan(source, to, src, dst, spec, weights, out, src_backend, dst_backend, format)
+    return Plan(source, to, src, dst, spec, weights, out, src_backend, dst_backend, format, dense_eval)
 
 
 class Steps:
@@ -327,16 +358,23 @@ def run(
     progress: bool = True,
 ) -> Conversion:
     """Read, convert (checking the logits at ``check_size``, the model's input size by default) and write.
+    With ``plan.dense_eval`` the check runs at the input size alone (where the score map is 1x1).
 
     ``dtype`` casts the weights first; without it the file's one dtype is kept. Each copy of the
     weights is dropped once the next one exists (the source's once the destination model holds them,
     that model once exported), so a conversion holds about two copies of the weights at a time.
     """
+    from parity.dense_eval import class_scores, dense_to_conv
     from parity.harness import logit_diff
     from parity.weights import cast
 
     spec, dst_backend = plan.spec, plan.dst_backend
     height, width = check_size or spec.input_size
+    if plan.dense_eval and (height, width) != spec.input_size:
+        raise ConvertError(
+            f"--check-size: with --dense-eval the check runs at {spec.name}'s input size "
+            f"{','.join(map(str, spec.input_size))}, where the score map is 1x1; got {height},{width}"
+        )
     checks = ["build source", "load source", "forward source", "forward"] if check else []
     steps = Steps(["read", "build", "load", *([] if writes_model(plan) else ["export"]), "write", *checks], progress)
     try:
@@ -348,11 +386,17 @@ def run(
         if check:
             x = np.random.default_rng(seed).standard_normal((1, spec.in_channels, height, width)).astype(dtype)
             reference = source_logits(plan.src_backend, spec, weights, x, seed, steps)
-        model = loaded_destination(dst_backend, spec, weights, dtype, seed, steps)
+        out_spec = spec
+        if plan.dense_eval:
+            out_spec, weights = dense_to_conv(spec, weights)
+        model = loaded_destination(dst_backend, out_spec, weights, dtype, seed, steps)
         del weights
         if check:
             with steps("forward"):
-                verdict = LogitCheck(x.shape, *logit_diff(reference, dst_backend.forward(model, x), dtype))
+                logits = dst_backend.forward(model, x)
+                if plan.dense_eval:
+                    logits = class_scores(logits)  # the one position of the 1x1 score map
+                verdict = LogitCheck(x.shape, *logit_diff(reference, logits, dtype))
         written = verdict is None or verdict.passed
         if written and writes_model(plan):
             with steps("write"):
@@ -362,7 +406,7 @@ def run(
                 converted = dst_backend.export_weights(model)
             del model
             with steps("write"):
-                write_destination(plan.dst, spec, converted, plan.out, progress)
+                write_destination(plan.dst, out_spec, converted, plan.out, progress)
     except WeightsFileError as error:  # names the file already
         raise ConvertError(f"--weights {one_line(error)}") from None
     except WeightsError as error:
@@ -373,7 +417,13 @@ def run(
 
 
 def convert(
-    source: str, weights: str | os.PathLike, to: str, out: str | os.PathLike, format: str = "native", **options
+    source: str,
+    weights: str | os.PathLike,
+    to: str,
+    out: str | os.PathLike,
+    format: str = "native",
+    dense_eval: bool = False,
+    **options,
 ) -> Conversion:
     """``prepare`` then ``run`` (``options``: dtype, check_size, check, seed, progress)."""
-    return run(prepare(source, weights, to, out, format), **options)
+    return run(prepare(source, weights, to, out, format, dense_eval), **options)
