@@ -92,6 +92,17 @@ class Backend(Protocol):
     # initialised, to be filled by ``load_weights`` right away; ``parity convert`` uses it where a
     # backend has it, so that a large checkpoint is not preceded by a random initialisation.
 
+    # Training, in the sibling module ``impl_X/training.py`` (``parity.training.run.training_module``), so that
+    # eval-only use never imports an optimizer; every net runs with dropout off:
+    # - ``train_forward(model, x_nchw) -> (logits, {canonical name: running statistic})``: a train-mode forward
+    #   on batch statistics, returning the statistics PyTorch would hold after it (unbiased running variance,
+    #   the spec's momentum); the model is unchanged.
+    # - ``gradients(model, x_nchw, labels) -> (loss, {canonical name: gradient})``: the mean softmax
+    #   cross-entropy in train mode and its gradients in canonical layouts, through ``table``; model unchanged.
+    # - ``Trainer(model, optimizer_spec, variant=None).step(x_nchw, labels) -> (loss, gradients)``: one step of
+    #   a ``parity.training.OptimizerSpec`` in the framework's own optimizer, aligned to torch.optim's formulas,
+    #   statistics updated as PyTorch's; ``variant`` one of ``parity.training.variants.TRAIN_VARIANTS``.
+
 
 @dataclass(frozen=True)
 class Entry:

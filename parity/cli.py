@@ -190,6 +190,14 @@ def cmd_explain(args: argparse.Namespace, console: Console) -> int:
 
     spec = model_spec(args.model)
     src, dst = parse_frameworks(args.source)[0], parse_frameworks(args.to)[0]
+    if args.train:
+        from parity.training.cli import run_explain_train
+
+        try:
+            return run_explain_train(args, spec, src, dst, console)
+        except ValueError as error:
+            raise UsageError(f"--{error}") from None
+    args.dtype = args.dtype or "float32"
     variant = checked_variant(dst, spec, args.variant)
     x = explain_input(spec, args.input_size, args.dtype)
     with Console(stderr=True).status("explaining") as status:
@@ -254,6 +262,16 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         shown.print(f"wrote {args.json}")
     return 0
+
+
+def cmd_train_check(args: argparse.Namespace, console: Console) -> int:
+    from parity.training.cli import run_train_check
+
+    spec, frameworks = model_spec(args.model), parse_frameworks(args.frameworks)
+    try:
+        return run_train_check(args, spec, frameworks, console)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def cmd_dense_eval(args: argparse.Namespace, console: Console) -> int:
@@ -322,12 +340,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="a framework's --out: its own checkpoint format (default; torch .safetensors/.pth, jax .msgpack, "
         "tf .weights.h5, mxnet .params) or the canonical form (.safetensors, parity.load_weights)",
     )
-    conv.add_argument(
-        "--dense-eval",
-        action="store_true",
-        help="write the fully convolutional model (AlexNet, VGG: the dense head as convolutions), its 1x1 score map "
-        "checked against the source's logits at the model's input size",
-    )
     conv.add_argument("--dtype", choices=DTYPES, help="cast the weights first (default: keep the file's dtype)")
     conv.add_argument(
         "--check-size", help="H,W of the random input whose logits must agree (default: the model's, 224,224)"
@@ -335,33 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument(
         "--no-check", dest="check", action="store_false", help="skip the logit check (faster for big models)"
     )
+    conv.add_argument(
+        "--dense-eval",
+        action="store_true",
+        help="write the fully convolutional model (AlexNet, VGG: the dense head as convolutions), its 1x1 score map "
+        "checked against the source's logits at the model's input size",
+    )
     conv.add_argument("--seed", type=int, default=0)
     conv.set_defaults(run=cmd_convert)
-    expl = sub.add_parser(
-        "explain",
-        help="compare two frameworks layer by layer: the first diverging layer and a cause hint",
-        description="A's weights (randomised BatchNorm and biases) go into B; every activation point is compared in "
-        "execution order. --variant builds B as one of its naive ports: a classic porting pitfall, several "
-        "joined by '+', or d2l_FRAMEWORK_tab, the book's code in B's framework.",
-    )
-    expl.add_argument("model", help=f"one of: {models}")
-    expl.add_argument("--from", dest="source", required=True, help=f"A, one of {', '.join(FRAMEWORKS)}")
-    expl.add_argument("--to", required=True, help=f"B, one of {', '.join(FRAMEWORKS)}")
-    expl.add_argument(
-        "--variant", help="build B as this naive port: PITFALL[+PITFALL...] (each backend's VARIANTS) or d2l_FW_tab"
-    )
-    expl.add_argument("--dtype", choices=DTYPES, default="float32")
-    expl.add_argument("--input-size", help="H,W of the input (default: the model's)")
-    expl.set_defaults(run=cmd_explain)
-
-    rep = sub.add_parser(
-        "report", help="a self-contained HTML page: summaries, parameter mapping, transfer matrix, per-layer plot"
-    )
-    rep.add_argument("model", help=f"one of: {models}")
-    rep.add_argument("--out", required=True, help="the HTML file to write")
-    rep.add_argument("--frameworks", help=f"comma-separated subset of {','.join(FRAMEWORKS)} (default: all)")
-    rep.add_argument("--dtype", choices=DTYPES, default="float32")
-    rep.set_defaults(run=cmd_report)
 
     dense = sub.add_parser(
         "dense-eval",
@@ -384,6 +377,37 @@ def build_parser() -> argparse.ArgumentParser:
     dense.add_argument("--dtype", choices=DTYPES, help="cast the weights first (default: keep the file's dtype)")
     dense.add_argument("--seed", type=int, default=0, help="of the random input (default: 0)")
     dense.set_defaults(run=cmd_dense_eval)
+    expl = sub.add_parser(
+        "explain",
+        help="compare two frameworks layer by layer: the first diverging layer and a cause hint",
+        description="A's weights (randomised BatchNorm and biases) go into B; every activation point is compared in "
+        "execution order. --variant builds B as one of its naive ports: a classic porting pitfall, several "
+        "joined by '+', or d2l_FRAMEWORK_tab, the book's code in B's framework.",
+    )
+    expl.add_argument("model", help=f"one of: {models}")
+    expl.add_argument("--from", dest="source", required=True, help=f"A, one of {', '.join(FRAMEWORKS)}")
+    expl.add_argument("--to", required=True, help=f"B, one of {', '.join(FRAMEWORKS)}")
+    expl.add_argument(
+        "--variant", help="build B as this naive port: PITFALL[+PITFALL...] (each backend's VARIANTS) or d2l_FW_tab"
+    )
+    expl.add_argument("--dtype", choices=DTYPES, help="default: float32 (--train: float64)")
+    expl.add_argument(
+        "--train",
+        action="store_true",
+        help="train A and B side by side (SGD, 6 steps, the rate changing after 3): the first diverging step and "
+        "tensor, its cause replayed in numpy; --variant then names a training pitfall of B",
+    )
+    expl.add_argument("--input-size", help="H,W of the input (default: the model's)")
+    expl.set_defaults(run=cmd_explain)
+
+    rep = sub.add_parser(
+        "report", help="a self-contained HTML page: summaries, parameter mapping, transfer matrix, per-layer plot"
+    )
+    rep.add_argument("model", help=f"one of: {models}")
+    rep.add_argument("--out", required=True, help="the HTML file to write")
+    rep.add_argument("--frameworks", help=f"comma-separated subset of {','.join(FRAMEWORKS)} (default: all)")
+    rep.add_argument("--dtype", choices=DTYPES, default="float32")
+    rep.set_defaults(run=cmd_report)
 
     port = sub.add_parser(
         "port-check",
@@ -403,6 +427,19 @@ def build_parser() -> argparse.ArgumentParser:
     port.add_argument("--batch", type=int, default=2)
     port.add_argument("--seed", type=int, default=0)
     port.set_defaults(run=cmd_port_check)
+
+    train = sub.add_parser(
+        "train-check",
+        help="K optimizer steps in every framework from the same weights and batches: losses and weight diffs to torch",
+    )
+    train.add_argument("model", help=f"one of: {models}")
+    train.add_argument("--steps", type=int, default=6, help="optimizer steps; the rate changes after 3 (default: 6)")
+    train.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    train.add_argument("--dtype", choices=DTYPES, default="float64")
+    train.add_argument("--frameworks", help=f"comma-separated subset of {','.join(FRAMEWORKS)} (default: all)")
+    train.add_argument("--batch", type=int, default=4)
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(run=cmd_train_check)
 
     ben = sub.add_parser(
         "bench",
