@@ -11,7 +11,7 @@ Tolerances are ``parity.harness.TOLERANCE``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,20 @@ class Case:
 
     def input(self) -> np.ndarray:
         return random_input(self.input_shape, self.dtype)
+
+
+class Latest:
+    """``Latest(make)(*key)``: ``make(*key)``, built once and kept until another key is asked for, for test files
+    whose cases are too big to keep several alive and which run case by case."""
+
+    def __init__(self, make: Callable[..., Any]) -> None:
+        self.make, self.key, self.value = make, None, None
+
+    def __call__(self, *key: Any) -> Any:
+        if key != self.key:
+            self.value = None  # free the old case before building the new one
+            self.value, self.key = self.make(*key), key
+        return self.value
 
 
 def random_input(shape: tuple[int, ...], dtype: str) -> np.ndarray:

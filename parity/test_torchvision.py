@@ -28,6 +28,7 @@ from parity import cli
 from parity import convert as conversion
 from parity import torchvision_io as tvio
 from parity.backends import FRAMEWORKS, get_backend
+from parity.checks import Latest
 from parity.harness import logit_diff, tolerance_text
 from parity.weights import count_parameters, load_weights, randomize_batchnorm, save_weights
 
@@ -78,15 +79,7 @@ class Case:
 @pytest.fixture(scope="session")
 def case():
     """case(model, dtype) -> Case; only the latest is kept, since the tests run case by case (big models)."""
-    latest: dict[tuple[str, str], Case] = {}
-
-    def get(model: str, dtype: str) -> Case:
-        if (model, dtype) not in latest:
-            latest.clear()
-            latest[model, dtype] = Case(model, dtype)
-        return latest[model, dtype]
-
-    return get
+    return Latest(Case)
 
 
 @pytest.mark.parametrize("model, dtype, fw", list(cases()))

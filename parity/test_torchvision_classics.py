@@ -23,6 +23,7 @@ import pytest
 from parity import reference
 from parity import torchvision_io as tvio
 from parity.backends import FRAMEWORKS, get_backend
+from parity.checks import Latest
 from parity.harness import logit_diff, tolerance_text
 from parity.weights import WeightsError, count_parameters, randomize_batchnorm
 
@@ -60,15 +61,7 @@ class Case:
 @pytest.fixture(scope="module")
 def case():
     """case(model, dtype) -> Case; only the latest is kept (the cases run model by model)."""
-    latest: dict[tuple[str, str], Case] = {}
-
-    def get(model: str, dtype: str) -> Case:
-        if (model, dtype) not in latest:
-            latest.clear()
-            latest[model, dtype] = Case(model, dtype)
-        return latest[model, dtype]
-
-    return get
+    return Latest(Case)
 
 
 @pytest.mark.slow
