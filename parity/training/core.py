@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from parity.hub import NameTable
-from parity.specs import INPUT, Spec, infer_shapes
+from parity.specs import INPUT, BatchNorm, Spec, infer_shapes
 from parity.weights import Param, Weights, schema
 
 
@@ -121,23 +121,31 @@ def synthetic_batches(
     ]
 
 
-def gradient_scales(spec: Spec, grads: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """{canonical name: the scale its gradient differences are measured against}: the tensor's largest
-    gradient, except for a conv or dense bias that feeds a BatchNorm alone. In train mode that BatchNorm
-    subtracts the batch mean, so the bias's gradient is exactly 0 and frameworks compute rounding residue;
-    its scale is the largest gradient of that BatchNorm's shift, the sum its own gradient cancels from."""
-    nodes = spec.graph()
+def zero_gradient_biases(spec: Spec) -> dict[str, BatchNorm]:
+    """{canonical name: the BatchNorm it feeds} for each conv or dense bias that feeds a BatchNorm alone, from
+    the spec's graph. In train mode that BatchNorm subtracts the batch mean, so the bias's exact gradient is 0
+    (frameworks compute rounding residue) and it moves only that BatchNorm's running mean."""
+    names, nodes = schema(spec), spec.graph()
     consumers: dict[str, list] = {}
     for node in nodes:
         for source in node.inputs:
             consumers.setdefault(source, []).append(node)
-    scales = {name: float(np.max(np.abs(g))) for name, g in grads.items()}
+    out = {}
     for node in nodes:
         after = consumers.get(node.name, [])
-        if node.op in ("conv", "dense") and len(after) == 1 and after[0].op == "bn":
-            bias = f"{node.layer.path}.bias"
-            if bias in scales:
-                scales[bias] = scales[f"{after[0].layer.path}.bias"]
+        bias = f"{node.layer.path}.bias" if node.op in ("conv", "dense") else None
+        if bias in names and len(after) == 1 and after[0].op == "bn":
+            out[bias] = after[0].layer
+    return out
+
+
+def gradient_scales(spec: Spec, grads: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """{canonical name: the scale its gradient differences are measured against}: the tensor's largest
+    gradient, except for a bias whose exact gradient is 0 (``zero_gradient_biases``): the largest gradient of
+    its BatchNorm's shift, the sum its own gradient cancels from."""
+    scales = {name: float(np.max(np.abs(g))) for name, g in grads.items()}
+    for bias, bn in zero_gradient_biases(spec).items():
+        scales[bias] = scales[f"{bn.path}.bias"]
     return scales
 
 
