@@ -3,11 +3,12 @@ weights on the same batches; the first step and tensor where B leaves A, and the
 
 Each step is compared in the order it computes: the train-mode logits at its start (activation), the gradients
 it applies, the weights after it, the running statistics after it; a tensor diverges beyond
-``parity.training.run.TOLERANCE``. The cause is derived, never read from the variant's name: the diverging
-tensor is recomputed in numpy under the faithful formula and under each naive port's, and the one that reproduces
-B's tensor names it. Weights and gradients replay ``parity.training.optim.reference_step`` from the start
-weights with A's gradients, once per formula; running statistics replay PyTorch's update of the statistics
-before the step with the batch statistic recovered from A's update.
+``parity.training.run.TOLERANCE`` (weights and statistics: ``parity.training.run.judge``, AdamW's biases whose exact
+gradient is 0 and their running means within ``ResidueBound`` on top). The cause is derived, never read from the
+variant's name: the diverging tensor is recomputed in numpy under the faithful formula and under each naive port's,
+and the one that reproduces B's tensor names it. Weights and gradients replay ``parity.training.optim.reference_step``
+from the start weights with A's gradients, once per formula; running statistics replay PyTorch's update of the
+statistics before the step with the batch statistic recovered from A's update.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from parity.specs import Spec
 from parity.training.core import batch_counts, gradient_scales, relative_diffs, statistics, trainable
 from parity.training.optim import FORMULAS, OptimizerSpec, ReferenceState, reference_step
-from parity.training.run import DEFAULT_SIZE, TOLERANCE, Trained, training_steps
+from parity.training.run import DEFAULT_SIZE, TOLERANCE, ResidueBound, Trained, Verdict, judge, training_steps
 from parity.weights import Weights
 
 KINDS = ("activation", "gradient", "weight", "running statistic")
@@ -72,13 +73,13 @@ class Replay:
 
 @dataclass
 class StepDiff:
-    """One step: its rate, the losses of A and B, and per kind of tensor (``KINDS``) the largest relative
-    difference of B to A with the tensor it is in."""
+    """One step: its rate, the losses of A and B, and per kind of tensor (``KINDS``) the verdict on B's tensor
+    furthest beyond (or nearest to) its bound."""
 
     step: int
     lr: float
     losses: tuple[float, float]
-    worst: dict[str, tuple[float, str]] = field(default_factory=dict)
+    worst: dict[str, Verdict] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,14 +113,16 @@ def _worst(diffs: Mapping[str, float]) -> tuple[float, str]:
     return diffs[name], name
 
 
-def _compare(spec: Spec, a: Trained, b: Trained) -> dict[str, tuple[float, str]]:
+def _compare(spec: Spec, a: Trained, b: Trained, dtype: str, derived: Mapping[str, float]) -> dict[str, Verdict]:
     params, stats = [p.name for p in trainable(spec)], [p.name for p in statistics(spec)]
     scale = float(np.max(np.abs(a.logits)))
-    out = {"activation": (float(np.max(np.abs(a.logits - b.logits))) / max(scale, np.finfo(float).tiny), "logits")}
-    out["gradient"] = _worst(relative_diffs(a.grads, b.grads, gradient_scales(spec, a.grads)))
-    out["weight"] = _worst(relative_diffs({k: a.after[k] for k in params}, b.after))
+    logits = float(np.max(np.abs(a.logits - b.logits))) / max(scale, np.finfo(float).tiny)
+    out = {"activation": Verdict(logits, "logits", TOLERANCE[dtype])}
+    gradient = _worst(relative_diffs(a.grads, b.grads, gradient_scales(spec, a.grads)))
+    out["gradient"] = Verdict(*gradient, TOLERANCE[dtype])
+    out["weight"] = judge({k: a.after[k] for k in params}, b.after, dtype, derived)
     if stats:
-        out["running statistic"] = _worst(relative_diffs({k: a.after[k] for k in stats}, b.after))
+        out["running statistic"] = judge({k: a.after[k] for k in stats}, b.after, dtype, derived)
     return out
 
 
@@ -176,7 +179,7 @@ def explain_train(
     if src == dst:
         raise ValueError(f"to: B must be another framework than A, got {src} for both")
     variants, frameworks = ({dst: variant} if variant else {}), [src, dst]
-    start, before, grads = {}, {}, []
+    start, before, grads, residue = {}, {}, [], ResidueBound(spec, optimizer)
     for step, (x, _), trained in training_steps(
         spec, optimizer, steps, dtype, frameworks, batch, size, seed, variants, progress, logits=True
     ):
@@ -185,11 +188,11 @@ def explain_train(
             start = before = a.after
             continue
         grads.append(a.grads)
-        worst = _compare(spec, a, b)
+        worst = _compare(spec, a, b, dtype, residue.step(step, a.grads, b.grads))
         result.steps.append(StepDiff(step, optimizer.lr(step), (a.loss, b.loss), worst))
-        kind = next((k for k in KINDS if k in worst and worst[k][0] > TOLERANCE[dtype]), None)
+        kind = next((k for k in KINDS if k in worst and worst[k].over), None)
         if kind is not None:
-            result.first = (step, kind, worst[kind][1])
+            result.first = (step, kind, worst[kind].tensor)
             if kind in ("gradient", "weight"):
                 result.replays = optimizer_replays(optimizer, start, grads, b.after, batch)
             elif kind == "running statistic":
