@@ -145,12 +145,7 @@ REGISTRY.register(specs.TorchvisionAlexNet, TorchvisionAlexNet, CLASSIC_TABLE)
 REGISTRY.register(specs.TorchvisionVGG, TorchvisionVGG, CLASSIC_TABLE)
 
 
-def fully_convolutional(spec: specs.FullyConvolutional, **options: Any) -> nn.Module:
-    """The base net's module with its head as convolutions of the same names: the base's table."""
-    return REGISTRY[spec.base].builder(spec.base, convolutional=True, **options)
-
-
-REGISTRY.register(specs.FullyConvolutional, fully_convolutional, lambda spec: REGISTRY[spec.base].table_for(spec.base))
+REGISTRY.register_fully_convolutional(model_holds_spec=False)
 
 VARIANTS = {
     "same_padding": "Flax's padding='SAME' in every padded conv and pool instead of explicit symmetric padding; "

@@ -172,14 +172,7 @@ REGISTRY.register(specs.TorchvisionAlexNet, TorchvisionAlexNet, CLASSIC_TABLE)
 REGISTRY.register(specs.TorchvisionVGG, TorchvisionVGG, CLASSIC_TABLE)
 
 
-def fully_convolutional(spec: specs.FullyConvolutional, **options) -> keras.Model:
-    """The base net's model with its head as convolutions of the same names: the base's table."""
-    model = REGISTRY[spec.base].builder(spec.base, convolutional=True, **options)
-    model.spec = spec
-    return model
-
-
-REGISTRY.register(specs.FullyConvolutional, fully_convolutional, lambda spec: REGISTRY[spec.base].table_for(spec.base))
+REGISTRY.register_fully_convolutional()
 
 Model = (
     AnyNet

@@ -183,14 +183,7 @@ REGISTRY.register(specs.TorchvisionAlexNet, TorchvisionAlexNet, torchvision_io.t
 REGISTRY.register(specs.TorchvisionVGG, TorchvisionVGG, torchvision_io.table_for)
 
 
-def fully_convolutional(spec: specs.FullyConvolutional) -> nn.Module:
-    """The base net's model with its head as convolutions: the same modules, so the base's table."""
-    model = REGISTRY[spec.base].builder(spec.base, convolutional=True)
-    model.spec = spec
-    return model
-
-
-REGISTRY.register(specs.FullyConvolutional, fully_convolutional, lambda spec: REGISTRY[spec.base].table_for(spec.base))
+REGISTRY.register_fully_convolutional()
 
 _TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

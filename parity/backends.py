@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from parity.hub import NameTable
-from parity.specs import Spec, spatial_size_problem
+from parity.specs import FullyConvolutional, Spec, spatial_size_problem
 from parity.weights import Weights
 
 FRAMEWORKS = ("torch", "jax", "tf", "mxnet")
@@ -131,6 +131,19 @@ class Registry:
         if spec_type in self._entries:
             raise ValueError(f"the {self.framework} backend registers {spec_type.__name__} twice")
         self._entries[spec_type] = Entry(builder, table)
+
+    def register_fully_convolutional(self, model_holds_spec: bool = True) -> None:
+        """``FullyConvolutional`` specs: the base net's builder with ``convolutional=True`` (the same modules, the
+        dense head's as convolutions) and the base's name table. ``model_holds_spec``: the built model's ``spec``
+        becomes the fully convolutional one (a Flax module is frozen: its backend's wrapper holds the spec)."""
+
+        def build(spec: FullyConvolutional, **options: Any) -> Any:
+            model = self[spec.base].builder(spec.base, convolutional=True, **options)
+            if model_holds_spec:
+                model.spec = spec
+            return model
+
+        self.register(FullyConvolutional, build, lambda spec: self[spec.base].table_for(spec.base))
 
     def __getitem__(self, spec: Spec) -> Entry:
         """The entry for ``spec``; TypeError naming what this backend can build otherwise."""
