@@ -26,10 +26,12 @@ from parity.specs import (
     VGG,
     AlexNet,
     AnyNet,
+    DenseNet,
     Inception,
     InceptionA,
     Residual,
     ResidualBlock,
+    ResNet,
     ResNeXtBlock,
     Stage,
     get_spec,
@@ -55,8 +57,10 @@ SPECS = {
     # the book's convolutions with a small fc6 (256 and 512 inputs) and 64-unit fc6 and fc7
     "alexnet": AlexNet(input_size=(67, 67), head_width=64),
     "vgg": VGG(input_size=(32, 32), head_width=64),
-    "resnet18": get_spec("resnet18"),
-    "densenet": get_spec("densenet"),
+    # d2l's ResNet and DenseNet, narrower and shallower than the book's (the same kinds of layers: identity
+    # and projection residuals; dense blocks and a transition), so that each framework compiles small graphs
+    "resnet": ResNet(name="small_resnet", arch=((1, 64), (1, 128))),
+    "densenet": DenseNet(name="small_densenet", num_channels=16, growth_rate=8, arch=(2, 2)),
     "residual_mnist": get_spec("residual_mnist"),
     # d2l's projection shortcut: a strided 1x1 conv3 without BatchNorm
     "residual": Residual(8, 16, use_1x1conv=True, stride=2),
