@@ -147,6 +147,19 @@ def dense_head(spec: specs.Spec, *, training: bool, dtype: Dtype, convolutional:
     return [fc("fc6"), nn.relu, dropout(name="drop6"), fc("fc7"), nn.relu, dropout(name="drop7"), fc("fc8")]
 
 
+def alexnet_features(spec: specs.Spec, dtype: Dtype, same_padding: bool = False) -> list[Any]:
+    """AlexNet's five convs ``conv{k}`` with ReLUs and the 3x3 stride-2 max-pools ``pool{k}`` after the first,
+    second and fifth (``spec.CONVS``); ``same_padding``: Flax's 'SAME' where a conv pads."""
+    layers = []
+    for k, (out, kernel, strides, amount, pooled) in enumerate(spec.CONVS, start=1):
+        pad = padding(amount, same_padding)
+        conv = conv2d(out, kernel, strides=strides, padding=pad, use_bias=True, dtype=dtype, name=f"conv{k}")
+        layers += [conv, nn.relu]
+        if pooled:
+            layers.append(MaxPool2D(window=3, strides=2, parent=None, name=f"pool{k}"))
+    return layers
+
+
 class AlexNet(nn.Module):
     """d2l's AlexNet: five convs with ReLUs, 3x3 stride-2 max-pools after the first, second and
     fifth, then the dense head with dropout. fc6's input size follows ``spec.input_size``.
@@ -162,14 +175,7 @@ class AlexNet(nn.Module):
     convolutional: bool = False
 
     def setup(self) -> None:
-        pad = functools.partial(padding, same="same_padding" in self.pitfalls)
-        conv = functools.partial(conv2d, use_bias=True, dtype=self.dtype)
-        pool = functools.partial(MaxPool2D, window=3, strides=2, parent=None)
-        layers = []
-        for k, (out, kernel, strides, amount, pooled) in enumerate(self.spec.CONVS, start=1):
-            layers += [conv(out, kernel, strides=strides, padding=pad(amount), name=f"conv{k}"), nn.relu]
-            if pooled:
-                layers.append(pool(name=f"pool{k}"))
+        layers = alexnet_features(self.spec, self.dtype, same_padding="same_padding" in self.pitfalls)
         # Output shapes for a (1, 224, 224, 1) input, as d2l prints them: conv1 N x 54 x 54 x 96,
         # pool1 N x 26 x 26 x 96, conv2 N x 26 x 26 x 256, pool2 N x 12 x 12 x 256, conv3 to conv5
         # N x 12 x 12 x (384, 384, 256), pool5 N x 5 x 5 x 256, flatten N x 6400, fc6 and fc7 N x 4096.
@@ -284,12 +290,7 @@ class TorchvisionAlexNet(nn.Module):
     convolutional: bool = False
 
     def setup(self) -> None:
-        conv = functools.partial(conv2d, use_bias=True, dtype=self.dtype)
-        layers = []
-        for k, (out, kernel, strides, amount, pooled) in enumerate(self.spec.CONVS, start=1):
-            layers += [conv(out, kernel, strides=strides, padding=amount, name=f"conv{k}"), nn.relu]
-            if pooled:
-                layers.append(MaxPool2D(window=3, strides=2, parent=None, name=f"pool{k}"))
+        layers = alexnet_features(self.spec, self.dtype)
         if not self.convolutional:  # N x 6 x 6 x 256 at any size
             layers.append(AdaptiveAvgPool2D(self.spec.POOL, parent=None, name="avgpool"))
         fc = functools.partial(head_layer, self.spec, convolutional=self.convolutional, dtype=self.dtype)

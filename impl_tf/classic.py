@@ -167,6 +167,24 @@ class AdaptiveAvgPool2D(layers.Layer):
         return (input_shape[0], *self.output_size, input_shape[3])
 
 
+def alexnet_features(
+    make: LayerMaker, spec: specs.AlexNet | specs.TorchvisionAlexNet, unpadded: frozenset[str] = frozenset()
+) -> list[layers.Layer]:
+    """AlexNet's five convs ``conv{k}`` with ReLUs and the 3x3 stride-2 max-pools ``pool{k}`` after the first,
+    second and fifth (``spec.CONVS``: out_channels, kernel_size, strides, padding, max-pool after it); the convs
+    in ``unpadded`` lose their padding (``dropped_padding``)."""
+    features = []
+    for k, (out_channels, kernel_size, strides, padding, pool) in enumerate(spec.CONVS, start=1):
+        padding = 0 if f"conv{k}" in unpadded else padding
+        features += [
+            *make.padded_conv(out_channels, kernel_size, padding, strides=strides, name=f"conv{k}"),
+            make.relu(name=f"relu{k}"),
+        ]
+        if pool:
+            features.append(make.max_pool(3, strides=2, name=f"pool{k}"))
+    return features
+
+
 class AlexNet(SequentialNet):
     """d2l's AlexNet: five convs with ReLUs (3x3 stride-2 max-pools after the first, second and
     fifth), then the dense head with dropout. The flatten's size follows ``spec.input_size``.
@@ -189,16 +207,7 @@ class AlexNet(SequentialNet):
         self.spec, self.pitfalls = spec, frozenset(pitfalls)
         make = LayerMaker.for_spec(spec, dtype, seed, pitfalls)
         unpadded = droppable_padding(spec) if "dropped_padding" in self.pitfalls else frozenset()
-        features = []
-        # (out_channels, kernel_size, strides, padding, max-pool after it) of each conv
-        for k, (out_channels, kernel_size, strides, padding, pool) in enumerate(spec.CONVS, start=1):
-            padding = 0 if f"conv{k}" in unpadded else padding
-            features += [
-                *make.padded_conv(out_channels, kernel_size, padding, strides=strides, name=f"conv{k}"),
-                make.relu(name=f"relu{k}"),
-            ]
-            if pool:
-                features.append(make.max_pool(3, strides=2, name=f"pool{k}"))
+        features = alexnet_features(make, spec, unpadded)
         # For a (1, 224, 224, 1) input: conv1 N x 54 x 54 x 96, pool1 N x 26 x 26 x 96,
         # pool2 N x 12 x 12 x 256, pool5 N x 5 x 5 x 256, fc8 N x num_classes.
         self.net = make.sequential([*features, *dense_head(make, spec, seed, convolutional)], name="net")
@@ -313,14 +322,7 @@ class TorchvisionAlexNet(SequentialNet):
         super().__init__(name=name, dtype=dtype)
         self.spec, self.pitfalls = spec, frozenset(pitfalls)
         make = torchvision_maker(spec, dtype, seed)
-        features = []
-        for k, (out_channels, kernel_size, strides, padding, pool) in enumerate(spec.CONVS, start=1):
-            features += [
-                *make.padded_conv(out_channels, kernel_size, padding, strides=strides, name=f"conv{k}"),
-                make.relu(name=f"relu{k}"),
-            ]
-            if pool:
-                features.append(make.max_pool(3, strides=2, name=f"pool{k}"))
+        features = alexnet_features(make, spec)
         if not convolutional:  # N x 6 x 6 x 256 at any size
             features += [AdaptiveAvgPool2D(spec.POOL, name="avgpool", dtype=dtype), *flatten(make)]
         fc = functools.partial(head_layer, make, spec, convolutional=convolutional)

@@ -116,6 +116,18 @@ def flatten(convolutional: bool) -> nn.Module:
     return nn.Identity() if convolutional else nn.Flatten()
 
 
+def alexnet_features(spec: specs.AlexNet | specs.TorchvisionAlexNet) -> list[nn.Module]:
+    """AlexNet's five convs with ReLUs and the 3x3 stride-2 max-pools after the first, second and fifth:
+    ``spec.CONVS`` holds (out_channels, kernel_size, stride, padding, max-pool after it) of each conv."""
+    layers, channels = [], spec.in_channels
+    for out_channels, kernel_size, stride, padding, pool in spec.CONVS:
+        layers += [nn.Conv2d(channels, out_channels, kernel_size, stride, padding), nn.ReLU()]
+        if pool:
+            layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
+        channels = out_channels
+    return layers
+
+
 class AlexNet(nn.Module):
     """d2l's AlexNet: five convs with ReLUs, 3x3 stride-2 max-pools after the first, second and
     fifth, then the dense head. ``spec.input_size`` sets fc6's input size (6400 at 224x224)."""
@@ -123,15 +135,8 @@ class AlexNet(nn.Module):
     def __init__(self, spec: specs.AlexNet = specs.AlexNet(), convolutional: bool = False) -> None:
         super().__init__()
         self.spec = spec
-        layers, channels = [], spec.in_channels
-        # (out_channels, kernel_size, stride, padding, max-pool after it) of each conv, as in the book
-        for out_channels, kernel_size, stride, padding, pool in spec.CONVS:
-            layers += [nn.Conv2d(channels, out_channels, kernel_size, stride, padding), nn.ReLU()]
-            if pool:
-                layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
-            channels = out_channels
         # For a (1, 1, 224, 224) input the last max-pool gives N x 256 x 5 x 5, flattened to N x 6400.
-        self.net = nn.Sequential(*layers, flatten(convolutional), *dense_head(spec, convolutional))
+        self.net = nn.Sequential(*alexnet_features(spec), flatten(convolutional), *dense_head(spec, convolutional))
         self.net.apply(init_cnn)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
@@ -213,13 +218,7 @@ class TorchvisionAlexNet(nn.Module):
     def __init__(self, spec: specs.TorchvisionAlexNet = specs.TorchvisionAlexNet(), convolutional: bool = False):
         super().__init__()
         self.spec = spec
-        layers, channels = [], spec.in_channels
-        for out_channels, kernel_size, stride, padding, pool in spec.CONVS:
-            layers += [nn.Conv2d(channels, out_channels, kernel_size, stride, padding), nn.ReLU()]
-            if pool:
-                layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
-            channels = out_channels
-        self.features = nn.Sequential(*layers)  # N x 256 x 6 x 6 for a (1, 3, 224, 224) input
+        self.features = nn.Sequential(*alexnet_features(spec))  # N x 256 x 6 x 6 for a (1, 3, 224, 224) input
         self.avgpool = nn.Identity() if convolutional else nn.AdaptiveAvgPool2d(spec.POOL)
         self.flatten = flatten(convolutional)
         fc = functools.partial(head_layer, spec, convolutional=convolutional)
