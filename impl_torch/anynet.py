@@ -86,12 +86,15 @@ class ResNeXtBlock(nn.Module):
         return cls(**arguments, strides=strides)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        Y = F.relu(self.bn1(self.conv1(X)))
-        Y = F.relu(self.bn2(self.conv2(Y)))
+        # In place where the book allocates (as torchvision's ReLU(inplace=True)): each BatchNorm's output
+        # and the sum are read by nothing else.
+        Y = F.relu(self.bn1(self.conv1(X)), inplace=True)
+        Y = F.relu(self.bn2(self.conv2(Y)), inplace=True)
         Y = self.bn3(self.conv3(Y))
         if self.conv4 is not None:
             X = self.bn4(self.conv4(X))
-        return F.relu(Y + X)
+        Y += X
+        return F.relu(Y, inplace=True)
 
 
 class AnyNet(nn.Module):
@@ -115,7 +118,7 @@ class AnyNet(nn.Module):
             OrderedDict(
                 conv=nn.Conv2d(in_channels, num_channels, kernel_size=3, stride=2, padding=1, bias=self.spec.conv_bias),
                 bn=nn.BatchNorm2d(num_channels, eps=self.spec.bn_eps, momentum=self.spec.bn_momentum),
-                relu=nn.ReLU(),
+                relu=nn.ReLU(inplace=True),
             )
         )
 

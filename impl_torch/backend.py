@@ -292,7 +292,7 @@ def activations(model: nn.Module, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
 
     def record(key: str):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            outputs[key] = output
+            outputs[key] = output.clone()  # a later in-place ReLU must not change what was recorded
 
         return hook
 
@@ -344,14 +344,16 @@ def _run(model: nn.Module, x: np.ndarray, train: bool) -> torch.Tensor:
 
 @contextlib.contextmanager
 def _mode(model: nn.Module, train: bool) -> Iterator[None]:
-    """Put ``model`` in train or eval mode, then restore every module's own flag."""
-    flags = [(module, module.training) for module in model.modules()]
-    model.train(train)
+    """Put ``model`` in train or eval mode, then restore every module's own flag. Only the modules in the
+    other mode are switched: ``model.train()`` on every module costs 0.3 ms of RegNetX-400MF's 11 ms forward."""
+    switched = [module for module in model.modules() if module.training != train]
+    for module in switched:
+        module.training = train
     try:
         yield
     finally:
-        for module, training in flags:
-            module.training = training
+        for module in switched:
+            module.training = not train
 
 
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
