@@ -5,10 +5,11 @@ Three sections (``--only`` picks some):
 - **forward**: img/s at batch 1 and 8 of RegNetX32 at 96x96 and RegNetX-400MF at 224x224 through
   each backend's ``forward``, against a reference run the plain PyTorch way (``model(x)`` under
   ``torch.inference_mode()``): torchvision's ``regnet_x_400mf``, and for RegNetX32, which
-  torchvision lacks, impl_torch's module itself. After two warm-up calls (the first compiles),
-  the contenders take turns in every round, each running for about ``ROUND_SECONDS`` in an order
-  that rotates from round to round, so that machine noise hits all of them alike; img/s is the
-  median over the rounds and each ratio is to the reference's img/s of the same run.
+  torchvision lacks, impl_torch's module itself. Each contender runs in a process of its own (see
+  ``forward_section``). After two warm-up calls (the first compiles), the contenders take turns in
+  every round, each running for about ``ROUND_SECONDS`` in an order that rotates from round to
+  round, so that machine noise hits all of them alike; img/s is the median over the rounds and each
+  ratio is to the reference's img/s of the same run.
 - **build**: seconds to import a backend, ``build`` a model and make its first (compiling) and
   second forward call, each backend and model in a fresh process with an empty project cache folder
   (``PARITY_CACHE_DIR``), as on a first run, so no cache of an earlier build helps; then again in a
@@ -200,56 +201,114 @@ def reference(spec) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
     return f"torchvision {name}", plain_torch(torchvision_io.BACKEND.build(spec))
 
 
-def contenders(spec, frameworks: Sequence[str], missing: Mapping[str, str]) -> tuple[str, dict[str, Callable | str]]:
-    """(the reference's description, {name: forward, or why it cannot run}), the reference first."""
-    try:
-        described, found = reference(spec)
-        runs: dict[str, Callable | str] = {REFERENCE: found}
-    except ImportError as error:
-        described, runs = "unavailable", {REFERENCE: f"the reference needs torch and torchvision ({error})"}
-    for fw in frameworks:
-        if fw in missing:
-            runs[fw] = missing[fw]
-        else:
-            backend = get_backend(fw)
-            runs[fw] = functools.partial(backend.forward, backend.build(spec))
-    return described, runs
+def contender(name: str, spec) -> tuple[str, Callable[[np.ndarray], Any]]:
+    """(what it is, forward) of the reference or of a framework's backend."""
+    if name == REFERENCE:
+        return reference(spec)
+    backend = get_backend(name)
+    return name, functools.partial(backend.forward, backend.build(spec))
+
+
+def contender_process(name: str, connection) -> None:
+    """One contender's process: builds each model it is sent, then answers timing requests until ``stop``.
+
+    Requests: ``("prepare", model, x_shape)``: build (once per model), two warm-up calls on a seeded
+    input (the first compiles), reply ``("ready", description, seconds of the second call)``;
+    ``("run", calls)``: reply the seconds that many calls take. Any failure is replied as
+    ``("error", message)``; a missing torchvision as ``("unavailable", message)``.
+    """
+    built: dict[str, tuple[str, Callable]] = {}
+    x = None
+    while True:
+        request, *arguments = connection.recv()
+        try:
+            if request == "stop":
+                return
+            if request == "prepare":
+                model, shape = arguments
+                if model not in built:
+                    built[model] = contender(name, get_spec(model))
+                described, forward = built[model]
+                x = np.random.default_rng(0).standard_normal(shape, "float32")
+                forward(x)
+                start = time.perf_counter()
+                forward(x)
+                connection.send(("ready", described, time.perf_counter() - start))
+            elif request == "run":
+                (calls,) = arguments
+                start = time.perf_counter()
+                for _ in range(calls):
+                    forward(x)
+                connection.send(("seconds", time.perf_counter() - start))
+        except ImportError as error:
+            connection.send(("unavailable", f"the reference needs torch and torchvision ({error})"))
+        except Exception as error:  # reported by the parent, which names the contender
+            connection.send(("error", f"{type(error).__name__}: {error}"))
+
+
+class Contenders:
+    """The contenders' processes, started with this process's environment (``spawn``: nothing inherited but
+    it) and stopped on exit; ``ask(name, *request)`` sends a request and returns the reply."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._connections = {}
+        self._processes = []
+        for name in names:
+            ours, theirs = context.Pipe()
+            process = context.Process(target=contender_process, args=(name, theirs), daemon=True)
+            process.start()
+            self._connections[name] = ours
+            self._processes.append(process)
+
+    def ask(self, name: str, *request: Any) -> tuple:
+        connection = self._connections[name]
+        connection.send(request)
+        reply = connection.recv()
+        if reply[0] == "error":
+            raise RuntimeError(f"{name}'s forward failed in its benchmark process: {reply[1]}")
+        return reply
+
+    def __enter__(self) -> Contenders:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for connection in self._connections.values():
+            with contextlib.suppress(OSError):
+                connection.send(("stop",))
+        for process in self._processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
 
 
 def throughput(
-    runs: Mapping[str, Callable[[np.ndarray], Any]], x: np.ndarray, rounds: int, round_seconds: float, tick
+    contenders: Contenders, names: Sequence[str], rounds: int, batch: int, calls: Mapping[str, int], tick
 ) -> dict[str, list[float]]:
-    """{name: img/s in each round}. Two warm-up calls each (the first compiles; the second sets how many
-    calls fill ``round_seconds``), then ``rounds`` rounds in which every contender takes its turn, the
-    order rotating from round to round."""
-    repeats = {}
-    for name, forward in runs.items():
-        forward(x)
-        start = time.perf_counter()
-        forward(x)
-        repeats[name] = max(1, round(round_seconds / (time.perf_counter() - start)))
-        tick()
-    names = list(runs)
+    """{name: img/s in each round}: ``rounds`` rounds in which every contender makes its ``calls`` (about
+    ``ROUND_SECONDS`` of them), the order rotating from round to round, the others waiting idle meanwhile."""
     per_round: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            for _ in range(repeats[name]):
-                runs[name](x)
-            per_round[name].append(repeats[name] * len(x) / (time.perf_counter() - start))
+        for name in [*names[r % len(names) :], *names[: r % len(names)]]:
+            _, seconds = contenders.ask(name, "run", calls[name])
+            per_round[name].append(calls[name] * batch / seconds)
             tick()
     return per_round
 
 
-def results(runs: Mapping[str, Callable | str], per_round: Mapping[str, list[float]]) -> dict[str, dict[str, Any]]:
+def results(
+    names: Sequence[str], unavailable: Mapping[str, str], per_round: Mapping[str, list[float]]
+) -> dict[str, dict[str, Any]]:
     """Per contender: img/s (the median over rounds), each round's img/s and the ratio to the reference's
     median (None without a reference), or why it is unavailable."""
     medians = {name: statistics.median(values) for name, values in per_round.items()}
     base = medians.get(REFERENCE)
     found = {}
-    for name, run in runs.items():
-        if isinstance(run, str):
-            found[name] = {"unavailable": run}
+    for name in names:
+        if name in unavailable:
+            found[name] = {"unavailable": unavailable[name]}
         else:
             ratio = None if base is None else medians[name] / base
             found[name] = {"img_s": medians[name], "ratio": ratio, "rounds_img_s": per_round[name]}
@@ -264,21 +323,37 @@ def forward_section(
     batches: Sequence[int] = BATCHES,
     round_seconds: float = ROUND_SECONDS,
 ) -> list[dict[str, Any]]:
-    """One entry per model and batch: its input shape, what the reference is and each contender's ``results``."""
+    """One entry per model and batch: its input shape, what the reference is and each contender's ``results``.
+
+    Each contender runs in a process of its own, as a user's program runs one framework: OpenMP (torch's
+    and mxnet's) waits actively for a while after each parallel region, and in one process the idle
+    framework's spinning threads took the cores from the one running (torchvision's batch-8 forward fell
+    to a fifteenth beside mxnet), while passive waiting, which prevents it, cost torch's forward 3x at batch
+    1. Between its turns a process waits on its pipe and uses no core.
+    """
+    running = [name for name in (REFERENCE, *frameworks) if name not in missing]
     cases = []
-    with progress(len(models) * len(batches) * (1 + len(frameworks)) * (1 + rounds), "forward") as bar:
+    steps = len(models) * len(batches) * (1 + len(frameworks)) * (1 + rounds)
+    with progress(steps, "forward: starting a process per contender") as bar, Contenders(running) as contenders:
         for model, (height, width) in models.items():
             spec = get_spec(model)
-            bar.set_description(f"forward: building {model}")
-            described, runs = contenders(spec, frameworks, missing)
-            ready = {name: run for name, run in runs.items() if callable(run)}
-            bar.update((len(runs) - len(ready)) * len(batches) * (1 + rounds))
             for batch in batches:
                 bar.set_description(f"forward: {model} batch {batch}")
-                x = np.random.default_rng(0).standard_normal((batch, spec.in_channels, height, width), "float32")
-                per_round = throughput(ready, x, rounds, round_seconds, bar.update)
-                case = {"model": model, "input": list(x.shape), "reference": described, "rounds": rounds}
-                cases.append({**case, "results": results(runs, per_round)})
+                shape = (batch, spec.in_channels, height, width)
+                unavailable = {name: missing[name] for name in frameworks if name in missing}
+                calls, described = {}, "unavailable"
+                for name in running:
+                    reply = contenders.ask(name, "prepare", model, shape)
+                    if reply[0] == "unavailable":
+                        unavailable[name] = reply[1]
+                    else:
+                        _, what, seconds = reply
+                        described = what if name == REFERENCE else described
+                        calls[name] = max(1, round(round_seconds / seconds))
+                bar.update(len(running) + len(unavailable) * rounds + sum(name in missing for name in frameworks))
+                per_round = throughput(contenders, list(calls), rounds, batch, calls, bar.update)
+                case = {"model": model, "input": list(shape), "reference": described, "rounds": rounds}
+                cases.append({**case, "results": results([REFERENCE, *frameworks], unavailable, per_round)})
     return cases
 
 
@@ -544,14 +619,7 @@ def run(
     round_seconds: float = ROUND_SECONDS,
 ) -> dict[str, Any]:
     """The header, then each of ``sections`` in turn, each shown (``show``) as soon as it is measured;
-    everything as one JSON-ready dict.
-
-    torch and mxnet both run OpenMP threads in the one process; with OpenMP's default active waiting,
-    idle threads spin and take the cores from the others (torchvision's batch-8 forward fell to a
-    fifteenth beside mxnet), so threads wait passively unless ``OMP_WAIT_POLICY`` says otherwise.
-    It is read when a runtime loads: before any framework is imported.
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    everything as one JSON-ready dict."""
     missing = import_backends(frameworks)
     result: dict[str, Any] = {"header": header(frameworks, missing)}
     show(header_lines(result["header"]))
