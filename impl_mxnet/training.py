@@ -16,7 +16,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
-from impl_mxnet.backend import _STATISTICS, Model, _input, table
+from impl_mxnet.backend import _STATISTICS, Model, _input, table, weights_changed
 from parity.training import (
     OptimizerSpec,
     UnsupportedOption,
@@ -48,7 +48,10 @@ def _canonical_statistics(model: Model, values: dict[str, nd.NDArray]) -> Weight
 
 
 def _record(model: Model, x_nchw: np.ndarray, labels: np.ndarray | None):
-    """Forward and backward in train mode: (per-example loss or None, logits); the statistics are updated."""
+    """Forward and backward in train mode: (per-example loss or None, logits); the statistics are updated.
+    Every training path writes parameters after this (statistics, a trainer step), and none runs the
+    inference graph in between: dropping it here makes the next eval forward read them."""
+    weights_changed(model)
     x = _input(model, x_nchw)
     with autograd.record(train_mode=True):
         logits = model(x)

@@ -12,6 +12,7 @@ import pytest
 
 import parity
 from parity import reference
+from parity.harness import TOLERANCE
 from parity.specs import AlexNet, ResNeXtBlock, block_path
 from parity.weights import WeightsError, count_parameters, randomize_batchnorm, schema
 from support import assert_same_bits, max_relative_diff, randn
@@ -21,6 +22,8 @@ import mxnet as mx  # noqa: E402
 from mxnet import autograd, nd  # noqa: E402
 
 from impl_mxnet import RegNetX32, backend  # noqa: E402
+
+FLOAT32_BOUND = TOLERANCE["float32"][1]  # the suite's float32 bound, relative to the largest logit
 
 SPEC = parity.get_spec("regnetx32")
 BLOCK = ResNeXtBlock(in_channels=16, num_channels=24, group_width=4, bot_mul=0.5, use_1x1conv=True, stride=2)
@@ -106,11 +109,18 @@ def imperative_forward(model, x, train=False):
     [(SPEC, False), (SPEC, True), (SMALL_ALEXNET, False)],
     ids=["regnetx32", "regnetx32-train", "alexnet"],
 )
-def test_compiled_forward_is_the_imperative_call_bit_for_bit(spec, train, dtype):
+def test_compiled_forward_is_the_imperative_call(spec, train, dtype):
     model = build_randomized(spec, dtype)
     x = randn((3, spec.in_channels, *(spec.fixed_input_size() or (37, 53))), dtype)
-    # The graph runs the very operators of the imperative call on the same inputs: no tolerance.
-    assert backend.forward(model, x, train=train).tobytes() == imperative_forward(model, x, train).tobytes()
+    got, expected = backend.forward(model, x, train=train), imperative_forward(model, x, train)
+    if dtype == "float32" and not train:
+        # oneDNN's fused graph folds each BatchNorm into its conv's kernel and bias: the same function in
+        # another rounding, ~1e-7 of the largest logit; a structural error would be O(1). The suite's bound.
+        assert "inference" in backend._GRAPHS[model]
+        assert max_relative_diff(got, expected) <= FLOAT32_BOUND
+    else:
+        # The graph runs the very operators of the imperative call on the same inputs: no tolerance.
+        assert got.tobytes() == expected.tobytes()
 
 
 def test_forward_calls_the_model_once_to_trace_it_then_runs_the_graph():
@@ -120,6 +130,20 @@ def test_forward_calls_the_model_once_to_trace_it_then_runs_the_graph():
     for batch in (1, 2, 1):
         backend.forward(model, randn((batch, 1, 32, 32)))
     assert calls == [mx.sym.Symbol]
+
+
+def test_eval_forward_after_a_training_step_reads_the_stepped_weights():
+    """oneDNN's fused graph keeps the parameters it first read, folded: a step must drop it."""
+    from impl_mxnet.training import Trainer
+    from parity.training import OptimizerSpec
+
+    model = build_randomized(SPEC)
+    x, labels = randn((2, 1, 32, 32)), np.array([1, 7])
+    before = backend.forward(model, x)
+    Trainer(model, OptimizerSpec()).step(x, labels)
+    after, expected = backend.forward(model, x), imperative_forward(model, x)
+    assert max_relative_diff(after, before) > 1e-3  # the step moved the logits
+    assert max_relative_diff(after, expected) <= FLOAT32_BOUND
 
 
 def test_forward_and_activations_use_the_weights_loaded_after_they_ran():
@@ -242,7 +266,8 @@ def test_anynet_activations_cover_every_point_and_end_in_the_logits(model):
     x = randn((2, 1, 37, 53))
     acts = backend.activations(model, x)
     assert list(acts) == SPEC.activation_points()
-    assert np.array_equal(acts["head.fc"], backend.forward(model, x))
+    # The points' graph runs the imperative operators; float32 forward, oneDNN's fused ones (see above).
+    assert max_relative_diff(backend.forward(model, x), acts["head.fc"]) <= FLOAT32_BOUND
     assert acts["stem"].shape == (2, 32, 19, 27)
     assert acts[block_path(1, 0)].shape == (2, 80, 5, 7)
     assert acts["head.pool"].shape == (2, 80)

@@ -12,13 +12,16 @@ import numpy as np
 import pytest
 
 import parity
+from parity.harness import TOLERANCE
 from parity.specs import AnyNet, Stage, block_path
 from parity.weights import count_parameters, randomize_batchnorm, schema
-from support import randn
+from support import max_relative_diff, randn
 
 pytest.importorskip("impl_mxnet.backend")
 from impl_mxnet import AnyNet as AnyNetModel  # noqa: E402
 from impl_mxnet import backend  # noqa: E402
+
+FLOAT32_BOUND = TOLERANCE["float32"][1]  # the suite's float32 bound, relative to the largest logit
 
 SPEC = parity.get_spec("regnetx32")
 VARIANT = "d2l_stage_bug"
@@ -149,7 +152,8 @@ def test_the_variant_is_a_runnable_model_whose_own_weights_round_trip(bugged):
     acts = backend.activations(bugged, x)
     assert list(acts) == SPEC.activation_points()
     assert acts[block_path(1, 5)].shape == (2, 80, 5, 7)
-    assert np.array_equal(acts["head.fc"], backend.forward(other, x))
+    # The same weights in both: float32 forward runs oneDNN's fused convolutions, the points' graph Gluon's own.
+    assert max_relative_diff(backend.forward(other, x), acts["head.fc"]) <= FLOAT32_BOUND
 
 
 def test_the_variant_is_anynet_built_with_the_pitfall():
