@@ -32,6 +32,7 @@ from impl_torch.inception import GoogLeNet, Inception, InceptionA, InceptionNet
 from impl_torch.resnet import Residual, ResidualBlock, ResidualNet, ResNet, TorchvisionResNet
 from parity import reference, specs, torchvision_io
 from parity.backends import Registry, SummaryRow, check_dtype, check_input
+from parity.devices import torch_device
 from parity.hub import CANONICAL_LEAVES, NameTable, from_native, stream_to_native
 from parity.specs import OUTPUT
 from parity.variants import check_variant
@@ -200,7 +201,7 @@ def build(spec: specs.Spec, seed: int = 0, dtype: str = "float32", variant: str 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = builder(spec)
-    return model.to(_TORCH_DTYPES[dtype]).eval()
+    return model.to(device=torch_device(), dtype=_TORCH_DTYPES[dtype]).eval()
 
 
 def build_empty(spec: specs.Spec, dtype: str = "float32") -> nn.Module:
@@ -232,12 +233,12 @@ def forward(model: nn.Module, x_nchw: np.ndarray, train: bool = False) -> np.nda
     not match another framework's.
     """
     X = check_input(model.spec, x_nchw, model_dtype(model))
-    return _run(model, X, train).numpy()
+    return _run(model, X, train).cpu().numpy()
 
 
 def layer_summary(model: nn.Module, input_shape: tuple[int, ...]) -> list[SummaryRow]:
     """d2l's ``layer_summary``: a zero input through each top-level layer in turn, in eval mode."""
-    X = torch.from_numpy(check_input(model.spec, np.zeros(input_shape, model_dtype(model)), model_dtype(model)))
+    X = _tensor(model, check_input(model.spec, np.zeros(input_shape, model_dtype(model)), model_dtype(model)))
     rows = []
     with _mode(model, train=False), torch.no_grad():
         for group, layer in _summary_layers(model):
@@ -250,7 +251,8 @@ def layer_summary(model: nn.Module, input_shape: tuple[int, ...]) -> list[Summar
 def export_weights(model: nn.Module) -> Weights:
     """Canonical weights: fresh numpy copies of every parameter and running statistic (the layout
     transforms copy the tensors' numpy views)."""
-    return from_native(model.spec, {key: t.detach().numpy() for key, t in _tensors(model).items()}, table(model.spec))
+    native = {key: t.detach().cpu().numpy() for key, t in _tensors(model).items()}
+    return from_native(model.spec, native, table(model.spec))
 
 
 def load_weights(model: nn.Module, weights: Mapping[str, np.ndarray], allow_nonfinite: bool = False) -> None:
@@ -269,6 +271,7 @@ def load_weights(model: nn.Module, weights: Mapping[str, np.ndarray], allow_nonf
     if next(model.parameters()).is_meta:
         counters = {key: torch.tensor(0) for key in model.state_dict() if key.endswith(".num_batches_tracked")}
         model.load_state_dict({**{key: torch.from_numpy(value) for key, value in native}, **counters}, assign=True)
+        model.to(torch_device())
     else:
         with torch.no_grad():
             for key, value in native:
@@ -306,7 +309,7 @@ def activations(model: nn.Module, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
     for node in spec.graph():
         if node.name in outputs:
             output = outputs[node.name]
-            values[node.name] = (output.flatten(1) if node.op == "global_avg_pool" else output).numpy()
+            values[node.name] = (output.flatten(1) if node.op == "global_avg_pool" else output).cpu().numpy()
         elif node.point:
             values[node.name] = _computed_point(spec, node, values)
     return {key: values[key] for key in points}
@@ -336,10 +339,15 @@ def _run(model: nn.Module, x: np.ndarray, train: bool) -> torch.Tensor:
     input); in train mode on copies of its buffers."""
     if not train:
         with _mode(model, False), torch.inference_mode():
-            return model(torch.from_numpy(x))
+            return model(_tensor(model, x))
     buffers = {key: b.clone() for key, b in model.named_buffers()}
     with _mode(model, True), torch.no_grad():
-        return functional_call(model, buffers, (torch.tensor(x),))
+        return functional_call(model, buffers, (_tensor(model, x).clone(),))
+
+
+def _tensor(model: nn.Module, x: np.ndarray) -> torch.Tensor:
+    """``x`` on the model's device (``parity.devices``): its own memory on the CPU, a copy elsewhere."""
+    return torch.from_numpy(x).to(next(model.parameters()).device)
 
 
 @contextlib.contextmanager

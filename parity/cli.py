@@ -12,10 +12,11 @@ a weights file that does not fit the model), reported in one line without a trac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from rich.console import Console
 
 from parity import bench
 from parity.backends import DTYPES, FRAMEWORKS, BackendUnavailable, get_backend
+from parity.devices import DEVICES, DeviceUnavailable
 from parity.quiet import quiet_tensorflow
 from parity.specs import SPECS, get_spec
 
@@ -86,6 +88,15 @@ def cmd_summary(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def device_usage(device: str) -> Iterator[None]:
+    """A framework that cannot run on ``--device`` is a usage error (exit 2), found before any model is built."""
+    try:
+        yield
+    except DeviceUnavailable as error:
+        raise UsageError(f"--device {device}: {error}") from None
+
+
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from parity.harness import compare
     from parity.report import matrix_table, summary_table
@@ -105,9 +116,16 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         .astype(args.dtype)
     )
     err = Console(stderr=True)
-    with err.status("comparing") as status:
+    with err.status("comparing") as status, device_usage(args.device):
         report = compare(
-            spec, frameworks, x, args.dtype, train=args.train, seed=args.seed, progress=lambda m: status.update(m)
+            spec,
+            frameworks,
+            x,
+            args.dtype,
+            train=args.train,
+            seed=args.seed,
+            progress=lambda m: status.update(m),
+            device=args.device,
         )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -310,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--train", action="store_true", help="compare training-mode outputs (BatchNorm on batch statistics)"
     )
     comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="cpu",
+        help="run every framework on the CPU (default) or the first GPU (torch CUDA, jax CUDA, tf GPU)",
+    )
     comp.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     comp.set_defaults(run=cmd_compare)
 

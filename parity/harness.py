@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from parity.backends import DTYPES, SummaryRow, get_backend
+from parity.devices import placed
 from parity.layout import nchw_shape_to_nhwc, nhwc_shape_to_nchw
 from parity.specs import Spec
 from parity.weights import Weights, randomize_batchnorm, randomize_biases
@@ -59,6 +60,8 @@ class Report:
     input_shape: tuple[int, ...]
     train: bool
     frameworks: list[str]
+    device: str = "cpu"
+    placements: dict[str, str] = field(default_factory=dict)  # {framework: its device, as it names it}
     summaries: dict[str, list[SummaryRow]] = field(default_factory=dict)
     logits: dict[str, np.ndarray] = field(default_factory=dict)
     transfers: list[Transfer] = field(default_factory=list)
@@ -76,6 +79,8 @@ class Report:
             "dtype": self.dtype,
             "input_shape": list(self.input_shape),
             "train": self.train,
+            "device": self.device,
+            "placements": self.placements,
             "tolerance": tolerance_text(self.dtype),
             "passed": self.passed,
             "summaries": {
@@ -163,21 +168,23 @@ def compare(
     train: bool = False,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    device: str = "cpu",
 ) -> Report:
-    """All directed transfers between ``frameworks`` for one input; see the module docstring."""
+    """All directed transfers between ``frameworks`` for one input, every framework on ``device``
+    (``parity.devices.placed``); see the module docstring."""
     step = progress or (lambda message: None)
-    report = Report(spec, dtype, tuple(x_nchw.shape), train, list(frameworks))
-    step("layer summaries")
-    report.summaries = summarize(spec, frameworks, tuple(x_nchw.shape), dtype)
-    step("building models")
-    rig = TransferRig(spec, frameworks, dtype, seed)
-    for src in frameworks:
-        step(f"{src} -> others")
-        weights, reference = rig.source(src, x_nchw, train)
-        report.logits[src] = reference
-        for dst in frameworks:
-            if dst != src:
-                report.transfers.append(
-                    Transfer(src, dst, *logit_diff(reference, rig.destination(dst, weights, x_nchw, train), dtype))
-                )
+    report = Report(spec, dtype, tuple(x_nchw.shape), train, list(frameworks), device)
+    with placed(frameworks, device) as report.placements:
+        step("layer summaries")
+        report.summaries = summarize(spec, frameworks, tuple(x_nchw.shape), dtype)
+        step("building models")
+        rig = TransferRig(spec, frameworks, dtype, seed)
+        for src in frameworks:
+            step(f"{src} -> others")
+            weights, reference = rig.source(src, x_nchw, train)
+            report.logits[src] = reference
+            for dst in frameworks:
+                if dst != src:
+                    logits = rig.destination(dst, weights, x_nchw, train)
+                    report.transfers.append(Transfer(src, dst, *logit_diff(reference, logits, dtype)))
     return report

@@ -67,7 +67,8 @@ def matrix_table(report: Report) -> Table:
     table = Table(
         title=f"{report.spec.name}: max |logit diff|, src (row) -> dst (column), {report.dtype}, "
         f"input {report.input_shape}" + (", train mode" if report.train else ""),
-        caption=f"PASS: {tolerance_text(report.dtype)}",
+        caption=f"PASS: {tolerance_text(report.dtype)}; on "
+        + ", ".join(f"{fw} {where}" for fw, where in report.placements.items()),
         box=box.SIMPLE_HEAVY,
     )
     table.add_column("src \\ dst", style="bold")
