@@ -101,9 +101,26 @@ def _flat(tree: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _jax_save(model, path: str) -> None:
+    """The bytes of Flax's ``serialization.to_bytes(model.variables)``, written one array at a time: ``to_bytes``
+    builds the whole file in memory beside a numpy copy of every array, 3x the model at its peak (RegNetX-32GF:
+    1.3 GB above the model). Its own encoder packs each array (``_msgpack_ext_pack``; arrays over 1 GiB in
+    its chunked form), so ``msgpack_restore`` reads the file as it reads ``to_bytes``'."""
+    import msgpack
     from flax import serialization
 
-    Path(path).write_bytes(serialization.to_bytes(model.variables))
+    packer = msgpack.Packer(default=serialization._msgpack_ext_pack, strict_types=True)
+
+    def write(tree: Any, file) -> None:
+        if isinstance(tree, dict):
+            file.write(packer.pack_map_header(len(tree)))
+            for key, value in tree.items():
+                file.write(packer.pack(key))
+                write(value, file)
+        else:
+            file.write(packer.pack(serialization._chunk_array_leaves_in_place(np.asarray(tree))))
+
+    with open(path, "wb") as file:
+        write(serialization.to_state_dict(model.variables), file)
 
 
 def _jax_entries(path: str) -> tuple[Entries, Mapping[str, Any]]:

@@ -157,3 +157,17 @@ def test_a_native_target_needs_its_frameworks_suffix(capsys, tmp_path, weights):
         capsys, *argv, "--out", str(tmp_path / "c.safetensors"), "--format", "canonical", "--no-check"
     )
     assert code == 0 and (tmp_path / "c.safetensors").is_file(), out
+
+
+@pytest.mark.parametrize("chunk_bytes", [2**30, 64], ids=["whole-arrays", "chunked"])
+def test_the_flax_file_is_flaxs_own_to_bytes(tmp_path, monkeypatch, weights, chunk_bytes):
+    """Written one array at a time, the file holds the bytes of ``flax.serialization.to_bytes``, arrays over
+    Flax's chunk size in its chunked form included (a 64-byte chunk size makes every array over 8 float64s
+    chunked)."""
+    serialization = pytest.importorskip("flax.serialization")
+    monkeypatch.setattr(serialization, "MAX_CHUNK_SIZE", chunk_bytes)
+    backend = get_backend("jax")
+    model = backend.build(SPEC, dtype="float64")
+    backend.load_weights(model, weights)
+    native.FORMATS["jax"].save(model, str(tmp_path / "model.msgpack"))
+    assert (tmp_path / "model.msgpack").read_bytes() == serialization.to_bytes(model.variables)
