@@ -274,6 +274,12 @@ def _compiled(model: Model, kind: str = "output") -> gluon.SymbolBlock:
     return graphs[kind]
 
 
+def drop_compiled(model: Model) -> None:
+    """Drop the model's compiled graphs, made again on the next call: ``parity convert`` drops them once its
+    logit check has run, before it writes, as the ``inference`` graph holds a folded copy of the weights."""
+    _GRAPHS.pop(model, None)
+
+
 def weights_changed(model: Model) -> None:
     """Drop the ``inference`` graph, which holds the parameters as they were when it first ran: every write
     of a parameter calls this (``load_weights``, the training steps)."""

@@ -91,6 +91,9 @@ class Backend(Protocol):
     # Optional: ``build_empty(spec, dtype) -> model``, a model with ``spec``'s tensors allocated but not
     # initialised, to be filled by ``load_weights`` right away; ``parity convert`` uses it where a
     # backend has it, so that a large checkpoint is not preceded by a random initialisation.
+    # Optional: ``drop_compiled(model)``, where ``forward`` keeps a compiled graph holding its own copy of the
+    # weights (MXNet's oneDNN graph, its BatchNorms folded into the convolutions): ``parity convert`` drops it
+    # after its logit check, so that the write does not hold a third copy.
 
     # Training, in the sibling module ``impl_X/training.py`` (``parity.training.run.training_module``), so that
     # eval-only use never imports an optimizer; every net runs with dropout off:

@@ -397,6 +397,8 @@ def run(
                 if plan.dense_eval:
                     logits = class_scores(logits)  # the one position of the 1x1 score map
                 verdict = LogitCheck(x.shape, *logit_diff(reference, logits, dtype))
+            if hasattr(dst_backend, "drop_compiled"):
+                dst_backend.drop_compiled(model)  # a compiled graph's own copy of the weights
         written = verdict is None or verdict.passed
         if written and writes_model(plan):
             with steps("write"):
