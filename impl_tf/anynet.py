@@ -57,7 +57,7 @@ class BatchNormalization(layers.BatchNormalization):
     """Keras' ``BatchNormalization``, whose inference on float32 NHWC feature maps runs TensorFlow's fused
     kernel (``FusedBatchNormV3``, ``is_training=False``): one pass over the map instead of Keras' separate
     multiply and add. Its values equal Keras' own form bit for bit on RegNetX-400MF (batch 8 here: 118 ->
-    157 img/s). Training, float64 (the fused kernel has none) and flat (N, C) inputs take Keras' path.
+    154 img/s). Training, float64 (the fused kernel has none) and flat (N, C) inputs take Keras' path.
     """
 
     def call(self, inputs, training=None, mask=None):
